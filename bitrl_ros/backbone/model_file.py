@@ -1,0 +1,174 @@
+"""Our model directory format: model.safetensors (packed ternary weights + scales), config.json, tokenizer.json.
+
+For every BitLinear `<name>`: `<name>.weight_packed` (uint8, 2 bits per weight, see pack_ternary),
+`<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. Every other tensor keeps its state-dict name
+and float dtype. Loading installs the exact ternary weights, so save -> load -> forward is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from ..errors import ModelFileError
+from .bert import BertEncoder, EncoderConfig
+from .bitlinear import BitLinear, pack_ternary, unpack_ternary
+from .bitnet import BitNetDecoder, DecoderConfig
+from .tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+TERNARY_QUANT = {"weights": "ternary-absmean", "activations": "int8-absmax-per-token"}
+ARCHITECTURES = {
+    BertEncoder.architecture: (BertEncoder, EncoderConfig),
+    BitNetDecoder.architecture: (BitNetDecoder, DecoderConfig),
+}
+
+
+def _bitlinears(model: nn.Module) -> dict[str, BitLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, BitLinear)}
+
+
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors written to model.safetensors for ``model``."""
+    bit = _bitlinears(model)
+    out = {}
+    for name, layer in bit.items():
+        q, scale = layer.ternary()
+        out[f"{name}.weight_packed"] = pack_ternary(q)
+        out[f"{name}.weight_scale"] = scale.detach().float().reshape(()).clone()
+    for key, t in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")
+        if owner in bit and leaf == "weight":
+            continue
+        out[key] = t.detach().contiguous().clone()
+    return out
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, directory: str | Path) -> Path:
+    """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory."""
+    arch = getattr(model, "architecture", None)
+    if arch not in ARCHITECTURES:
+        raise TypeError(f"cannot save a {type(model).__name__}: not a BertEncoder or BitNetDecoder")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    config = {
+        "architecture": arch,
+        "format_version": FORMAT_VERSION,
+        "quantization": TERNARY_QUANT if cfg.linear == "bitlinear" else None,
+        "config": cfg.to_dict(),
+    }
+    _atomic_write_bytes(directory / WEIGHTS_FILE, st_save(model_tensors(model), metadata={"format": "pt"}))
+    _atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    tokenizer_path = Path(tokenizer_path)
+    if tokenizer_path.resolve() != (directory / TOKENIZER_FILE).resolve():
+        shutil.copyfile(tokenizer_path, directory / TOKENIZER_FILE)
+    return directory
+
+
+def _read_config(path: Path):
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{path}: expected a JSON object at the top level")
+    arch = raw.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelFileError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported format_version {raw.get('format_version')!r}; "
+                             f"this build reads {FORMAT_VERSION}")
+    model_cls, cfg_cls = ARCHITECTURES[arch]
+    if not isinstance(raw.get("config"), dict):
+        raise ModelFileError(f"{path}: missing or invalid 'config' object")
+    try:
+        cfg = cfg_cls.from_dict(raw["config"])
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: invalid 'config': {e}") from None
+    expected_quant = TERNARY_QUANT if cfg.linear == "bitlinear" else None
+    if raw.get("quantization") != expected_quant:
+        raise ModelFileError(f"{path}: 'quantization' is {raw.get('quantization')!r}, expected {expected_quant!r} "
+                             f"for linear={cfg.linear!r}")
+    return model_cls, cfg
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    try:
+        return st_load(path.read_bytes())
+    except Exception as e:  # safetensors raises its own error types for every kind of corruption
+        raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({str(e).strip() or type(e).__name__})") \
+            from None
+
+
+def _expect(tensors: dict, key: str, shape: tuple, dtype: torch.dtype, path: Path) -> torch.Tensor:
+    if key not in tensors:
+        raise ModelFileError(f"{path}: missing tensor '{key}'")
+    t = tensors[key]
+    if tuple(t.shape) != tuple(shape):
+        raise ModelFileError(f"{path}: tensor '{key}' has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if t.dtype != dtype:
+        raise ModelFileError(f"{path}: tensor '{key}' has dtype {t.dtype}, expected {dtype}")
+    return t
+
+
+def load_model(directory: str | Path):
+    """Read a model directory -> (model in eval mode with frozen BitLinears, Tokenizer)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelFileError(f"{directory}: model directory not found")
+    model_cls, cfg = _read_config(directory / CONFIG_FILE)
+    weights_path = directory / WEIGHTS_FILE
+    tensors = _read_tensors(weights_path)
+    model = model_cls(cfg)
+    bit = _bitlinears(model)
+    used = set()
+    for name, layer in bit.items():
+        out_f, in_f = layer.weight.shape
+        packed = _expect(tensors, f"{name}.weight_packed", (out_f, (in_f + 3) // 4), torch.uint8, weights_path)
+        scale = _expect(tensors, f"{name}.weight_scale", (), torch.float32, weights_path)
+        try:
+            q = unpack_ternary(packed, in_f)
+        except ValueError as e:
+            raise ModelFileError(f"{weights_path}: tensor '{name}.weight_packed': {e}") from None
+        layer.set_ternary(q, scale)
+        used.update({f"{name}.weight_packed", f"{name}.weight_scale"})
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, dst in state.items():
+            owner, _, leaf = key.rpartition(".")
+            if owner in bit and leaf == "weight":
+                continue
+            dst.copy_(_expect(tensors, key, tuple(dst.shape), dst.dtype, weights_path))
+            used.add(key)
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise ModelFileError(f"{weights_path}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = Tokenizer(directory / TOKENIZER_FILE)
+    return model, tokenizer

@@ -1,0 +1,135 @@
+"""Frozen backbones by id, with pooling and an LRU embedding cache keyed by token ids."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model_file import load_model
+from .teacher import load_teacher, ternarize_ptq
+from .tokenizer import Tokenizer
+
+POOLINGS = ("mean", "cls", "last")
+BACKBONE_IDS = ("minilm-fp32", "minilm-ternary-ptq", "mlp")
+
+
+class Backbone:
+    """A frozen text encoder: token ids -> one pooled float32 feature vector per sequence."""
+
+    def __init__(self, backbone_id: str, model: nn.Module, tokenizer: Tokenizer,
+                 max_tokens: int = 64, cache_size: int = 65536):
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.id = backbone_id
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.hidden_size: int = model.hidden_size
+        self.max_tokens = max_tokens
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._hits = 0
+        self._misses = 0
+        max_pos = getattr(model.config, "max_position", None) or getattr(model.config, "max_position_embeddings")
+        self._max_len = max_pos
+
+    def feature_dim(self, pooling: str = "mean") -> int:
+        _check_pooling(pooling)
+        return self.hidden_size
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode_batch(texts, self.max_tokens)
+
+    def encode(self, texts: list[str], pooling: str = "mean", normalize: bool = False) -> np.ndarray:
+        return self.encode_tokens(self.tokenize(texts), pooling=pooling, normalize=normalize)
+
+    def encode_tokens(self, token_id_lists: list[list[int]], pooling: str = "mean",
+                      normalize: bool = False) -> np.ndarray:
+        """Pooled features float32 [B, hidden_size]; cached rows skip the model, misses run as one batch."""
+        _check_pooling(pooling)
+        keys = [(tuple(int(i) for i in ids), pooling) for ids in token_id_lists]
+        for ids, _ in keys:
+            if not ids:
+                raise ValueError("cannot encode an empty token sequence")
+            if len(ids) > self._max_len:
+                raise ValueError(f"sequence of {len(ids)} tokens exceeds the model's {self._max_len} positions")
+        out = np.empty((len(keys), self.hidden_size), dtype=np.float32)
+        missing: dict[tuple, list[int]] = {}
+        for row, key in enumerate(keys):
+            hit = self._cache.get(key) if self.cache_size else None
+            if hit is not None:
+                self._cache.move_to_end(key)
+                out[row] = hit
+                self._hits += 1
+            else:
+                missing.setdefault(key, []).append(row)
+                self._misses += 1
+        if missing:
+            feats = self._run([list(k[0]) for k in missing], pooling)
+            for (key, rows), vec in zip(missing.items(), feats):
+                out[rows] = vec
+                self._remember(key, vec)
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def cache_stats(self) -> dict:
+        total = self._hits + self._misses
+        return {"hits": self._hits, "misses": self._misses,
+                "hit_rate": self._hits / total if total else 0.0, "size": len(self._cache)}
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._hits = self._misses = 0
+
+    def _remember(self, key: tuple, vec: np.ndarray) -> None:
+        if not self.cache_size:
+            return
+        self._cache[key] = vec
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
+        lengths = torch.tensor([len(s) for s in seqs])
+        ids = torch.full((len(seqs), int(lengths.max())), self.tokenizer.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+        with torch.inference_mode():
+            hidden = self.model(ids, attention_mask=mask)
+            if pooling == "mean":
+                m = mask[..., None].to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            elif pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                pooled = hidden[torch.arange(len(seqs)), lengths - 1]
+        return pooled.float().numpy().copy()
+
+
+def _check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+
+
+def available_backbones() -> list[str]:
+    return list(BACKBONE_IDS)
+
+
+def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 64) -> Backbone | None:
+    """A Backbone by id, or from a model directory in our format; 'mlp' means no backbone (None)."""
+    if backbone_id == "mlp":
+        return None
+    if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
+        model, tok = load_teacher()
+        if backbone_id == "minilm-ternary-ptq":
+            model = ternarize_ptq(model)
+        return Backbone(backbone_id, model, tok, max_tokens=max_tokens, cache_size=cache_size)
+    if Path(backbone_id).is_dir():
+        model, tok = load_model(backbone_id)
+        return Backbone(backbone_id, model, tok, max_tokens=max_tokens, cache_size=cache_size)
+    raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
+                     f"or the path of a model directory")

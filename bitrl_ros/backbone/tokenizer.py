@@ -1,0 +1,67 @@
+"""Thin wrapper over a `tokenizers` tokenizer.json: special tokens, budgeted truncation, pad id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer as _HFTokenizer
+
+from ..errors import ModelFileError
+
+_PAD_CANDIDATES = ("[PAD]", "<pad>", "<|finetune_right_pad_id|>", "<|end_of_text|>")
+
+
+class Tokenizer:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: tokenizer file not found")
+        try:
+            tok = _HFTokenizer.from_file(str(self.path))
+        except Exception as e:  # the Rust parser raises a bare Exception subclass
+            raise ModelFileError(f"{self.path}: not a valid tokenizer.json ({_first_line(e)})") from None
+        pad_id = tok.padding["pad_id"] if tok.padding else None
+        # We pad and truncate ourselves (batches pad to their own longest sequence).
+        tok.no_padding()
+        tok.no_truncation()
+        self._tok = tok
+        if pad_id is None:
+            pad_id = next((tok.token_to_id(t) for t in _PAD_CANDIDATES if tok.token_to_id(t) is not None), 0)
+        self.pad_id: int = pad_id
+        self.truncated_count = 0  # texts cut to the token budget so far
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode_batch(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+        """Token ids with special tokens; sequences over max_tokens are cut, keeping a final special token
+        (e.g. [SEP]) as the last id."""
+        if max_tokens is not None and max_tokens < 2:
+            raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+        out = []
+        for enc in self._tok.encode_batch(list(texts), add_special_tokens=True):
+            ids = enc.ids
+            if max_tokens is not None and len(ids) > max_tokens:
+                self.truncated_count += 1
+                if enc.special_tokens_mask[-1]:
+                    ids = ids[: max_tokens - 1] + [ids[-1]]
+                else:
+                    ids = ids[:max_tokens]
+            out.append(list(ids))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Number of ids for ``text`` with special tokens, before any truncation."""
+        return len(self._tok.encode(text, add_special_tokens=True).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+    def to_str(self) -> str:
+        return self._tok.to_str()
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__

@@ -1,0 +1,112 @@
+"""The `bitrl` command."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from bitrl_ros.errors import BitrlError
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BitrlError(f"--set expects KEY=VALUE (dotted keys, e.g. ppo.clip_coef=0.2), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bitrl_ros.config import load_train_config
+    from bitrl_ros.train import Trainer
+
+    overrides = _parse_set(args.set)
+    for key, value in (("env", args.env), ("backbone", args.backbone), ("total_steps", args.steps),
+                       ("seed", args.seed), ("torch_threads", args.threads)):
+        if value is not None:
+            overrides[key] = value
+    cfg = load_train_config(args.config, overrides)
+    console = Console()
+    console.print(f"[bold]bitrl train[/] env={cfg.env} backbone={cfg.backbone} steps={cfg.total_steps} "
+                  f"seed={cfg.seed} threads={cfg.torch_threads}")
+    trainer = Trainer(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
+                      log=console.print)
+    result = trainer.run()
+    table = Table(title=f"{cfg.env} / {cfg.backbone} / seed {cfg.seed}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("env steps", f"{result.global_step}"),
+        ("episodes", f"{result.episodes}"),
+        ("mean return (last 20 episodes)", f"{result.mean_return:.1f}"),
+        ("first step with mean return >= solved", str(result.first_solved_step)),
+        ("deterministic eval return", "-" if result.eval_mean_return is None else f"{result.eval_mean_return:.1f}"),
+        ("env steps/s", f"{result.steps_per_s:.0f}"),
+        ("embedding cache hit rate", "-" if result.cache_hit_rate is None else f"{result.cache_hit_rate:.1%}"),
+        ("mean tokens per state", f"{result.mean_tokens:.1f}"),
+        ("wall time", f"{result.wall_s:.0f} s"),
+        ("run folder", str(result.run_dir)),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bitrl_ros.backbone import available_backbones
+    from bitrl_ros.envs import list_envs
+
+    print("envs:      " + ", ".join(list_envs()))
+    print("backbones: " + ", ".join(available_backbones()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitrl", description="RL on a frozen ternary language-model backbone.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train the policy/value heads online with PPO in a gymnasium env")
+    train.add_argument("--config", default=None, help="YAML file (default: config/agent.yaml)")
+    train.add_argument("--env", default=None)
+    train.add_argument("--backbone", default=None, help="minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
+    train.add_argument("--steps", type=int, default=None, help="total environment steps")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    train.add_argument("--run-dir", default=None, help="run folder (default: runs/<env>-<backbone>-s<seed>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.pooling=cls")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    lst = sub.add_parser("list", help="list registered envs and backbones")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "resume", False) and not args.run_dir:
+        print("bitrl: error: --resume needs --run-dir", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except BitrlError as exc:
+        print(f"bitrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitrl: interrupted; the last checkpoint is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Environment registry and reproducible env construction."""
+
+from bitrl_ros.envs.registry import (
+    AUTORESET_MODE,
+    EPISODE_KEY,
+    FINAL_INFO_KEY,
+    FINAL_OBS_KEY,
+    EnvSpec,
+    get_spec,
+    list_envs,
+    make_env,
+    make_vec_env,
+)
+
+__all__ = [
+    "AUTORESET_MODE",
+    "EPISODE_KEY",
+    "FINAL_INFO_KEY",
+    "FINAL_OBS_KEY",
+    "EnvSpec",
+    "get_spec",
+    "list_envs",
+    "make_env",
+    "make_vec_env",
+]

@@ -1,0 +1,141 @@
+"""The environments bitrl_ros knows, what their observations mean, and how to build them reproducibly.
+
+Vector envs use ``gymnasium.vector.AutoresetMode.SAME_STEP``: when sub-env i terminates or truncates, ``step``
+returns the *reset* observation of the next episode in ``obs[i]`` and the last observation of the finished
+episode in ``infos["final_obs"][i]`` (mask ``infos["_final_obs"]``; the finished episode's info dict is in
+``infos["final_info"]``). A PPO trainer bootstraps truncated episodes from ``infos["final_obs"]``.
+Finished-episode statistics come from ``RecordEpisodeStatistics``: ``infos["episode"]["r"]`` (return),
+``infos["episode"]["l"]`` (length), ``infos["episode"]["t"]`` (wall time), valid where ``infos["_episode"]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import RecordEpisodeStatistics
+from gymnasium.wrappers.vector import RecordEpisodeStatistics as VectorRecordEpisodeStatistics
+
+AUTORESET_MODE = AutoresetMode.SAME_STEP
+FINAL_OBS_KEY = "final_obs"
+FINAL_INFO_KEY = "final_info"
+EPISODE_KEY = "episode"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    env_id: str
+    family: str  # "classic" | "mujoco"
+    obs_dim: int
+    field_names: tuple[str, ...]
+    action_kind: str  # "discrete" | "continuous"
+    solved_return: float | None
+    default_precision: int
+    max_episode_steps: int
+    # Decimals per field at default_precision. Each field's decimals are picked so its usual range stays within
+    # +-341 units of the last decimal: every integer 0..341 is a single WordPiece token in the MiniLM vocabulary,
+    # which is what keeps the compact format short. Empty means default_precision for every field.
+    field_decimals: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if len(self.field_names) != self.obs_dim:
+            raise ValueError(f"{self.env_id}: {len(self.field_names)} field names for obs_dim {self.obs_dim}")
+        if not self.field_decimals:
+            object.__setattr__(self, "field_decimals", (self.default_precision,) * self.obs_dim)
+        if len(self.field_decimals) != self.obs_dim:
+            raise ValueError(f"{self.env_id}: {len(self.field_decimals)} field decimals for obs_dim {self.obs_dim}")
+
+
+# MuJoCo layouts follow the gymnasium docs: qpos without the root x position, then qvel.
+# "_dot" marks a time derivative (linear or angular velocity), as in CartPole's x_dot.
+_CHEETAH_JOINTS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")
+_HOPPER_JOINTS = ("thigh", "leg", "foot")
+_WALKER_JOINTS = ("thigh", "leg", "foot", "thigh_left", "leg_left", "foot_left")
+
+
+def _mujoco_fields(joints: tuple[str, ...]) -> tuple[str, ...]:
+    positions = ("rootz", "rooty") + joints
+    velocities = ("rootx_dot", "rootz_dot", "rooty_dot") + tuple(j + "_dot" for j in joints)
+    return positions + velocities
+
+
+def _classic(env_id, fields, action_kind, solved, steps, decimals=()):
+    return EnvSpec(env_id, "classic", len(fields), fields, action_kind, solved, 2, steps, tuple(decimals))
+
+
+def _mujoco(env_id, joints, solved):
+    fields = _mujoco_fields(joints)
+    # Positions and angles stay within a few units (2 decimals); velocities reach tens (1 decimal).
+    decimals = tuple(1 if f.endswith("_dot") else 2 for f in fields)
+    return EnvSpec(env_id, "mujoco", len(fields), fields, "continuous", solved, 2, 1000, decimals)
+
+
+_SPECS: dict[str, EnvSpec] = {
+    s.env_id: s
+    for s in [
+        _classic("CartPole-v1", ("x", "x_dot", "theta", "theta_dot"), "discrete", 475.0, 500),
+        # Acrobot's angular velocities reach 4*pi and 9*pi; MountainCar's velocity stays within +-0.07.
+        _classic(
+            "Acrobot-v1", ("cos1", "sin1", "cos2", "sin2", "w1", "w2"), "discrete", -100.0, 500, (2, 2, 2, 2, 1, 1)
+        ),
+        _classic("MountainCar-v0", ("pos", "vel"), "discrete", -110.0, 200, (2, 3)),
+        *[_mujoco(f"HalfCheetah-{v}", _CHEETAH_JOINTS, 4800.0) for v in ("v4", "v5")],
+        *[_mujoco(f"Hopper-{v}", _HOPPER_JOINTS, 3800.0) for v in ("v4", "v5")],
+        *[_mujoco(f"Walker2d-{v}", _WALKER_JOINTS, None) for v in ("v4", "v5")],
+    ]
+}
+
+
+def list_envs() -> list[str]:
+    return list(_SPECS)
+
+
+def get_spec(env_id: str) -> EnvSpec:
+    try:
+        return _SPECS[env_id]
+    except KeyError:
+        raise ValueError(f"unknown env_id {env_id!r}; valid ids: {', '.join(_SPECS)}") from None
+
+
+def _make_raw(env_id: str) -> gym.Env:
+    spec = get_spec(env_id)
+    with warnings.catch_warnings():
+        # The v4 MuJoCo envs still build and run under gymnasium 1.4 but warn that v5 exists.
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        try:
+            env = gym.make(env_id)
+        except (gym.error.Error, ImportError, OSError) as exc:
+            raise RuntimeError(f"cannot build {env_id} ({spec.family} family): {exc}") from exc
+    if env.observation_space.shape != (spec.obs_dim,):
+        raise RuntimeError(
+            f"{env_id} observation shape {env.observation_space.shape} does not match the registry ({spec.obs_dim},)"
+        )
+    return env
+
+
+def make_env(env_id: str, seed: int | None = None) -> gym.Env:
+    """One env with episode statistics (``info["episode"]`` at episode end), reset once with ``seed``.
+
+    Call ``reset()`` (no seed) to continue from the seeded RNG, or ``reset(seed=seed)`` again: both reproduce.
+    """
+    env = RecordEpisodeStatistics(_make_raw(env_id))
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
+
+
+def make_vec_env(env_id: str, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
+    """``num_envs`` copies in a SyncVectorEnv (SAME_STEP autoreset, see module doc) with episode statistics.
+
+    Sub-env i is seeded with ``seed + i``; the action space with ``seed``.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    get_spec(env_id)
+    envs = SyncVectorEnv([lambda: _make_raw(env_id) for _ in range(num_envs)], autoreset_mode=AUTORESET_MODE)
+    envs = VectorRecordEpisodeStatistics(envs)
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    return envs

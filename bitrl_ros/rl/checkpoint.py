@@ -1,0 +1,246 @@
+"""Atomic, pickle-free training checkpoints: heads.safetensors + optim.safetensors + state.json.
+
+A checkpoint is a directory. It is written complete into a temp sibling, then renamed into place; the previous
+checkpoint is renamed aside first (a directory cannot be renamed over a non-empty one) and deleted last. If the
+process dies between those two renames, load_checkpoint falls back to the aside copy, which is complete.
+"""
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from bitrl_ros.errors import CheckpointError
+
+FORMAT_VERSION = 1
+HEADS_FILE, OPTIM_FILE, STATE_FILE = "heads.safetensors", "optim.safetensors", "state.json"
+
+
+def describe_action_space(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": space.low.astype(np.float64).ravel().tolist(),
+                "high": space.high.astype(np.float64).ravel().tolist()}
+    raise TypeError(f"unsupported action space {space}")
+
+
+def _heads_tensors(ppo) -> dict:
+    tensors = {f"policy.{k}": v for k, v in ppo.policy.state_dict().items()}
+    tensors.update({f"value.{k}": v for k, v in ppo.value_head.state_dict().items()})
+    return {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+
+
+def _optimizers(ppo) -> dict:
+    return {"policy_optim": ppo.policy_optimizer, "value_optim": ppo.value_optimizer}
+
+
+def _optim_tensors(ppo) -> dict:
+    """Adam state as '<optimizer>.<param index>.<exp_avg|exp_avg_sq|step>' -> tensor."""
+    tensors = {}
+    for name, opt in _optimizers(ppo).items():
+        for index, slots in opt.state_dict()["state"].items():
+            for slot, value in slots.items():
+                tensors[f"{name}.{index}.{slot}"] = torch.as_tensor(value).detach().contiguous().clone()
+    return tensors
+
+
+def _rng_state(ppo) -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "shuffle_generator": ppo.shuffle_generator.get_state().tolist(),
+        "action_generator": ppo.action_generator.get_state().tolist(),
+        "torch_global": torch.random.get_rng_state().tolist(),
+        "numpy_global": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python_random": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _aside_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
+    """Write ppo's full training state plus `extra` (JSON-serializable: normalizers, step counters) to path_dir."""
+    path = Path(path_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format_version": FORMAT_VERSION,
+        "feature_dim": ppo.feature_dim,
+        "action_space": describe_action_space(ppo.action_space),
+        "config": ppo.config.to_dict(),
+        "seed": ppo.seed,
+        "num_updates": ppo.num_updates,
+        "optimizer_lrs": {name: [g["lr"] for g in opt.param_groups] for name, opt in _optimizers(ppo).items()},
+        "rng": _rng_state(ppo),
+        "extra": extra or {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the checkpoint should read like any other directory
+        save_file(_heads_tensors(ppo), str(tmp / HEADS_FILE))
+        save_file(_optim_tensors(ppo), str(tmp / OPTIM_FILE))
+        with open(tmp / STATE_FILE, "w") as f:
+            json.dump(state, f, indent=1)
+        for name in (HEADS_FILE, OPTIM_FILE, STATE_FILE):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        aside = _aside_path(path)
+        if aside.exists():
+            shutil.rmtree(aside)
+        if path.exists():
+            os.replace(path, aside)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(aside, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _read_safetensors(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file is missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for truncated / garbled files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def _read_state(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file is missing")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+    required = ("format_version", "feature_dim", "action_space", "num_updates", "optimizer_lrs", "rng", "extra")
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: missing fields {missing}")
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {state['format_version']!r}, this build reads {FORMAT_VERSION}")
+    return state
+
+
+def _check_shapes(path: Path, loaded: dict, expected: dict) -> None:
+    missing, unexpected = sorted(set(expected) - set(loaded)), sorted(set(loaded) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensor names differ from this agent's (missing {missing}, "
+                              f"unexpected {unexpected})")
+    for key, want in expected.items():
+        if tuple(loaded[key].shape) != tuple(want.shape) or loaded[key].dtype != want.dtype:
+            raise CheckpointError(f"{path}: tensor '{key}' is {loaded[key].dtype}{list(loaded[key].shape)}, "
+                                  f"this agent needs {want.dtype}{list(want.shape)}")
+
+
+def _optimizer_states(path: Path, tensors: dict, optimizers: dict) -> dict:
+    """Regroup flat '<optimizer>.<index>.<slot>' tensors into per-optimizer Adam state, checking each shape."""
+    params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
+    states = {name: {} for name in optimizers}
+    for key, value in tensors.items():
+        parts = key.split(".")
+        known = len(parts) == 3 and parts[0] in states and parts[1].isdigit()
+        if not known or int(parts[1]) >= len(params[parts[0]]):
+            raise CheckpointError(f"{path}: tensor '{key}' names no optimizer slot of this agent")
+        states[parts[0]].setdefault(int(parts[1]), {})[parts[2]] = value
+    for name, state in states.items():
+        for index, slots in state.items():
+            if set(slots) != {"exp_avg", "exp_avg_sq", "step"}:
+                raise CheckpointError(f"{path}: {name} parameter {index} has slots {sorted(slots)}, "
+                                      "expected exp_avg, exp_avg_sq, step")
+            want = tuple(params[name][index].shape)
+            for slot in ("exp_avg", "exp_avg_sq"):
+                if tuple(slots[slot].shape) != want:
+                    raise CheckpointError(f"{path}: '{name}.{index}.{slot}' has shape {list(slots[slot].shape)}, "
+                                          f"this agent needs {list(want)}")
+    return states
+
+
+def load_checkpoint(path_dir, ppo) -> dict:
+    """Restore ppo (weights, Adam state, update counter, RNGs) from path_dir and return the saved `extra`.
+
+    Everything is read and checked before ppo is touched, so a failed load leaves it as it was.
+    """
+    path = Path(path_dir)
+    if not path.exists() and _aside_path(path).is_dir():
+        path = _aside_path(path)  # a save died between its two renames; this copy is complete
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory is missing")
+
+    state_path = path / STATE_FILE
+    state = _read_state(state_path)
+    if state["feature_dim"] != ppo.feature_dim:
+        raise CheckpointError(f"{state_path}: feature_dim {state['feature_dim']} does not match this agent's "
+                              f"{ppo.feature_dim}")
+    want_space = describe_action_space(ppo.action_space)
+    if state["action_space"] != want_space:
+        raise CheckpointError(f"{state_path}: action space {state['action_space']} does not match this agent's "
+                              f"{want_space}")
+
+    heads_path, optim_path = path / HEADS_FILE, path / OPTIM_FILE
+    heads = _read_safetensors(heads_path)
+    _check_shapes(heads_path, heads, _heads_tensors(ppo))
+    optim_states = _optimizer_states(optim_path, _read_safetensors(optim_path), _optimizers(ppo))
+    try:
+        rng = state["rng"]
+        generators = {k: torch.tensor(rng[k], dtype=torch.uint8)
+                      for k in ("shuffle_generator", "action_generator", "torch_global")}
+        np_state = (rng["numpy_global"][0], np.asarray(rng["numpy_global"][1], dtype=np.uint32),
+                    *rng["numpy_global"][2:])
+        py_state = (rng["python_random"][0], tuple(rng["python_random"][1]), rng["python_random"][2])
+        lrs = {name: [float(lr) for lr in state["optimizer_lrs"][name]] for name in _optimizers(ppo)}
+        num_updates = int(state["num_updates"])
+        # Dry runs on scratch RNGs, so that a bad state fails here and not halfway through applying.
+        for t in generators.values():
+            torch.Generator().set_state(t)
+        np.random.RandomState().set_state(np_state)
+        random.Random().setstate(py_state)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{state_path}: malformed RNG / optimizer fields ({type(e).__name__}: {e})") from None
+
+    # All checks passed: apply.
+    with torch.no_grad():
+        ppo.policy.load_state_dict({k[len("policy."):]: v for k, v in heads.items() if k.startswith("policy.")})
+        ppo.value_head.load_state_dict({k[len("value."):]: v for k, v in heads.items() if k.startswith("value.")})
+    for name, opt in _optimizers(ppo).items():
+        sd = opt.state_dict()
+        sd["state"] = optim_states[name]
+        for group, lr in zip(sd["param_groups"], lrs[name]):
+            group["lr"] = lr
+        opt.load_state_dict(sd)
+    ppo.shuffle_generator.set_state(generators["shuffle_generator"])
+    ppo.action_generator.set_state(generators["action_generator"])
+    torch.random.set_rng_state(generators["torch_global"])
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+    ppo.num_updates = num_updates
+    return state["extra"]
+
+
+def read_checkpoint_state(path_dir) -> dict:
+    """The parsed state.json (config, counters, extra), e.g. to rebuild a PPOConfig before loading."""
+    path = Path(path_dir)
+    if not path.exists() and _aside_path(path).is_dir():
+        path = _aside_path(path)
+    return _read_state(path / STATE_FILE)

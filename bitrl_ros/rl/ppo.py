@@ -1,0 +1,162 @@
+"""PPO on frozen-backbone features: two heads, two Adam optimizers, clipped surrogate + value MSE + entropy bonus."""
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from bitrl_ros.rl.buffer import RolloutBuffer
+from bitrl_ros.rl.config import PPOConfig
+from bitrl_ros.rl.gae import compute_gae
+from bitrl_ros.rl.heads import PolicyHead, ValueHead
+
+__all__ = ["PPO", "PPOConfig", "policy_loss", "value_loss", "total_loss", "explained_variance"]
+
+
+def policy_loss(new_log_probs, old_log_probs, advantages, clip_coef: float) -> torch.Tensor:
+    """Clipped surrogate, as a loss to minimize: mean(max(-A * r, -A * clip(r, 1 - c, 1 + c)))."""
+    ratio = (new_log_probs - old_log_probs).exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def value_loss(new_values, returns, old_values=None, clip_coef: float | None = None) -> torch.Tensor:
+    """0.5 * MSE to the returns; with old_values and clip_coef, the pessimistic clipped variant."""
+    unclipped = (new_values - returns) ** 2
+    if old_values is None or clip_coef is None:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def total_loss(pg_loss, v_loss, entropy, config: PPOConfig) -> torch.Tensor:
+    """The entropy bonus is subtracted: minimizing the loss raises entropy, by ent_coef per nat."""
+    return pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+
+
+def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
+    var = np.var(target)
+    return float("nan") if var == 0 else float(1 - np.var(target - predicted) / var)
+
+
+class PPO:
+    """Owns the heads, their optimizers and the RNGs PPO itself uses (action sampling, minibatch shuffling)."""
+
+    def __init__(self, feature_dim: int, action_space: gym.Space, config: PPOConfig | None = None, seed: int = 0):
+        self.config = config if config is not None else PPOConfig()
+        self.feature_dim = int(feature_dim)
+        self.action_space = action_space
+        self.seed = int(seed)
+        # Initialise weights from `seed` alone, whatever the global torch RNG has seen before.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes)
+            self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes)
+        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.policy_lr,
+                                                 eps=self.config.adam_eps)
+        self.value_optimizer = torch.optim.Adam(self.value_head.parameters(), lr=self.config.value_lr,
+                                                eps=self.config.adam_eps)
+        self.shuffle_generator = torch.Generator().manual_seed(self.seed)
+        self.action_generator = torch.Generator().manual_seed(self.seed + 1)
+        self.num_updates = 0
+
+    def make_buffer(self) -> RolloutBuffer:
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            shape, dtype = (), np.int64
+        else:
+            shape, dtype = self.action_space.shape, np.float32
+        return RolloutBuffer(self.config.num_steps, self.config.num_envs, self.feature_dim, shape, dtype)
+
+    @torch.no_grad()
+    def act(self, features: np.ndarray, deterministic: bool = False):
+        """Return (actions, log_probs, values) as numpy; Box actions are unclipped (see heads.clip_action)."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        actions, log_probs = self.policy.act(x, deterministic, generator=self.action_generator)
+        values = self.value_head(x)
+        return actions.numpy(), log_probs.numpy(), values.numpy()
+
+    @torch.no_grad()
+    def value(self, features: np.ndarray) -> np.ndarray:
+        return self.value_head(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()
+
+    def current_lrs(self) -> tuple[float, float]:
+        cfg = self.config
+        if not cfg.anneal_lr:
+            return cfg.policy_lr, cfg.value_lr
+        frac = max(0.0, 1.0 - self.num_updates / (cfg.total_timesteps // cfg.batch_size))
+        return frac * cfg.policy_lr, frac * cfg.value_lr
+
+    def update(self, buffer: RolloutBuffer, last_values: np.ndarray, last_dones: np.ndarray | None = None) -> dict:
+        """Run update_epochs of minibatch PPO on a full buffer; return mean statistics as floats.
+
+        last_values: V(features after the final step), [N]; last_dones: episode ended at the final step
+        (defaults to buffer.dones[-1]). Each head's gradient is clipped to max_grad_norm separately.
+        """
+        cfg = self.config
+        if last_dones is None:
+            last_dones = buffer.dones[-1]
+        advantages, returns = compute_gae(buffer.gae_rewards(cfg.gamma), buffer.values, buffer.dones,
+                                          last_values, last_dones, cfg.gamma, cfg.gae_lambda)
+        policy_lr, value_lr = self.current_lrs()
+        for group in self.policy_optimizer.param_groups:
+            group["lr"] = policy_lr
+        for group in self.value_optimizer.param_groups:
+            group["lr"] = value_lr
+
+        total = buffer.num_steps * buffer.num_envs
+        features = torch.as_tensor(buffer.features.reshape(total, -1))
+        actions = torch.as_tensor(buffer.actions.reshape((total,) + buffer.action_shape))
+        old_log_probs = torch.as_tensor(buffer.log_probs.reshape(total))
+        old_values = torch.as_tensor(buffer.values.reshape(total))
+        b_advantages = torch.as_tensor(advantages.reshape(total))
+        b_returns = torch.as_tensor(returns.reshape(total))
+
+        stats = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                                 "grad_norm", "policy_grad_norm", "value_grad_norm")}
+        for _ in range(cfg.update_epochs):
+            for idx in buffer.minibatches(cfg.minibatch_size, self.shuffle_generator):
+                new_log_probs, entropy = self.policy.evaluate(features[idx], actions[idx])
+                new_values = self.value_head(features[idx])
+                log_ratio = new_log_probs - old_log_probs[idx]
+                with torch.no_grad():
+                    # The low-variance estimator of KL(old || new) from CleanRL / Schulman's blog.
+                    approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
+                    clip_fraction = ((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean()
+
+                mb_adv = b_advantages[idx]
+                if cfg.norm_adv and len(idx) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg = policy_loss(new_log_probs, old_log_probs[idx], mb_adv, cfg.clip_coef)
+                vl = value_loss(new_values, b_returns[idx], old_values[idx] if cfg.clip_vloss else None,
+                                cfg.clip_coef if cfg.clip_vloss else None)
+                ent = entropy.mean()
+                loss = total_loss(pg, vl, ent, cfg)
+
+                self.policy_optimizer.zero_grad()
+                self.value_optimizer.zero_grad()
+                loss.backward()
+                p_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                v_norm = nn.utils.clip_grad_norm_(self.value_head.parameters(), cfg.max_grad_norm)
+                self.policy_optimizer.step()
+                self.value_optimizer.step()
+
+                stats["policy_loss"].append(pg.item())
+                stats["value_loss"].append(vl.item())
+                stats["entropy"].append(ent.item())
+                stats["approx_kl"].append(approx_kl.item())
+                stats["clip_fraction"].append(clip_fraction.item())
+                stats["policy_grad_norm"].append(p_norm.item())
+                stats["value_grad_norm"].append(v_norm.item())
+                stats["grad_norm"].append(float(torch.sqrt(p_norm**2 + v_norm**2)))
+            if cfg.target_kl is not None and stats["approx_kl"][-1] > cfg.target_kl:
+                break
+
+        self.num_updates += 1
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["explained_variance"] = explained_variance(buffer.values.reshape(total), returns.reshape(total))
+        out["lr"] = policy_lr
+        out["value_lr"] = value_lr
+        out["num_updates"] = self.num_updates
+        return out

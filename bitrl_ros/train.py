@@ -1,0 +1,315 @@
+"""`bitrl train`: online PPO on frozen-backbone features in gymnasium Sync vector envs.
+
+One rollout = num_envs x num_steps transitions; after each rollout PPO updates the two heads, a metrics row is
+written and the checkpoint is replaced atomically. The backbone is frozen: features are computed once per state
+(cached by token ids) and stored in the rollout buffer, so updates never touch the backbone.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitrl_ros.backbone import load_backbone
+from bitrl_ros.config import TrainConfig
+from bitrl_ros.envs import get_spec, make_vec_env
+from bitrl_ros.features import StateEncoder
+from bitrl_ros.rl.buffer import RolloutBuffer
+from bitrl_ros.rl.checkpoint import load_checkpoint, save_checkpoint
+from bitrl_ros.rl.heads import clip_action
+from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
+from bitrl_ros.rl.ppo import PPO, PPOConfig
+from bitrl_ros.rl.seeding import seed_everything
+from bitrl_ros.serialize import get_serializer
+
+RETURN_WINDOW = 20
+METRIC_FIELDS = [
+    "update", "global_step", "episodes", "mean_return", "steps_per_s", "policy_loss", "value_loss",
+    "entropy", "approx_kl", "clip_fraction", "grad_norm", "explained_variance", "cache_hit_rate",
+]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    episodes: int
+    mean_return: float
+    first_solved_step: int | None
+    steps_per_s: float
+    eval_mean_return: float | None
+    cache_hit_rate: float | None
+    mean_tokens: float
+    wall_s: float
+    episode_returns: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["run_dir"] = str(self.run_dir)
+        d.pop("episode_returns")
+        return d
+
+
+class Agent:
+    """Everything that acts: the state encoder, the feature normalizer and the PPO heads."""
+
+    def __init__(self, cfg: TrainConfig, ppo_cfg: PPOConfig, action_space):
+        self.spec = get_spec(cfg.env)
+        backbone = load_backbone(cfg.backbone, cache_size=cfg.features.cache_size,
+                                 max_tokens=cfg.features.max_tokens)
+        serializer = None if backbone is None else get_serializer(
+            cfg.env, cfg.serializer.format, cfg.serializer.precision)
+        self.encoder = StateEncoder(self.spec, serializer, backbone, cfg.features.pooling, cfg.features.raw_skip)
+        self.feature_norm = ObservationNormalizer((self.encoder.feature_dim,)) if cfg.normalize.features else None
+        self.ppo = PPO(self.encoder.feature_dim, action_space, ppo_cfg, seed=cfg.seed)
+
+    def features(self, obs: np.ndarray, update_stats: bool) -> np.ndarray:
+        feats = self.encoder(obs)
+        if self.feature_norm is None:
+            return feats
+        if update_stats:
+            self.feature_norm.update(feats)
+        return self.feature_norm.normalize(feats).astype(np.float32)
+
+
+def _episode_infos(infos: dict):
+    """(env index, return, length) for every episode that finished at this step."""
+    ep = infos.get("episode")
+    if ep is None:
+        return []
+    mask = infos.get("_episode", np.ones(len(ep["r"]), dtype=bool))
+    return [(int(i), float(ep["r"][i]), int(ep["l"][i])) for i in np.flatnonzero(mask)]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
+                 progress: bool = True, log=print):
+        self.cfg = cfg
+        self.log = log
+        self.progress = progress
+        torch.set_num_threads(cfg.torch_threads)
+        seed_everything(cfg.seed)
+        self.ppo_cfg = PPOConfig.from_dict(cfg.ppo)
+        self.envs = make_vec_env(cfg.env, self.ppo_cfg.num_envs, cfg.seed)
+        self.continuous = not hasattr(self.envs.single_action_space, "n")
+        self.agent = Agent(cfg, self.ppo_cfg, self.envs.single_action_space)
+        self.reward_norm = (RewardNormalizer(self.ppo_cfg.num_envs, self.ppo_cfg.gamma)
+                            if cfg.normalize.reward else None)
+        space = self.envs.single_action_space
+        self.buffer = RolloutBuffer(self.ppo_cfg.num_steps, self.ppo_cfg.num_envs, self.agent.encoder.feature_dim,
+                                    space.shape, np.float32 if self.continuous else np.int64)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(run_dir) if run_dir else Path(cfg.run_dir) / f"{cfg.env}-{cfg.backbone}-s{cfg.seed}-{stamp}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.global_step = 0
+        self.update_idx = 0
+        self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
+        if resume:
+            self._resume()
+        else:
+            (self.run_dir / "config.json").write_text(json.dumps(
+                {"train": cfg.to_dict(), "ppo_resolved": self.ppo_cfg.to_dict()}, indent=2))
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def _extra_state(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "update": self.update_idx,
+            "env": self.cfg.env,
+            "backbone": self.cfg.backbone,
+            "feature_norm": self.agent.feature_norm.state_dict() if self.agent.feature_norm else None,
+            "reward_norm": self.reward_norm.state_dict() if self.reward_norm else None,
+            "episode_log": self.episode_log,
+        }
+
+    def _resume(self):
+        extra = load_checkpoint(self.run_dir / "checkpoint", self.agent.ppo)
+        self.global_step = int(extra["global_step"])
+        self.update_idx = int(extra["update"])
+        if self.agent.feature_norm and extra.get("feature_norm"):
+            self.agent.feature_norm.load_state_dict(extra["feature_norm"])
+        if self.reward_norm and extra.get("reward_norm"):
+            self.reward_norm.load_state_dict(extra["reward_norm"])
+        self.episode_log = [tuple(e) for e in extra.get("episode_log", [])]
+        self.log(f"resumed {self.run_dir} at step {self.global_step} (update {self.update_idx})")
+
+    # -- rollout -----------------------------------------------------------------------------------------------
+    def _collect(self, obs, feats):
+        ppo = self.agent.ppo
+        self.buffer.reset()
+        for _ in range(self.ppo_cfg.num_steps):
+            actions, log_probs, values = ppo.act(feats)
+            env_actions = clip_action(actions, self.envs.single_action_space) if self.continuous else actions
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(env_actions)
+            rewards = np.asarray(rewards, dtype=np.float64)
+            if self.reward_norm is not None:
+                rewards = self.reward_norm(rewards, np.logical_or(terminated, truncated))
+            # Truncation is not failure: the buffer bootstraps from the value of the state the time limit cut off.
+            bootstrap = None
+            cut = np.flatnonzero(np.logical_and(truncated, np.logical_not(terminated)))
+            if len(cut):
+                bootstrap = np.zeros(len(rewards), dtype=np.float32)
+                final_obs = np.stack([infos["final_obs"][i] for i in cut])
+                bootstrap[cut] = ppo.value(self.agent.features(final_obs, update_stats=False))
+            self.buffer.add(feats, actions, log_probs, values, rewards, terminated, truncated, bootstrap)
+            dones = np.logical_or(terminated, truncated)
+            for i, ret, length in _episode_infos(infos):
+                self.episode_log.append((self.global_step + i + 1, ret, length))
+            self.global_step += self.ppo_cfg.num_envs
+            obs = next_obs
+            feats = self.agent.features(obs, update_stats=True)
+        return obs, feats, dones
+
+    def mean_return(self) -> float:
+        recent = [r for _, r, _ in self.episode_log[-RETURN_WINDOW:]]
+        return float(np.mean(recent)) if recent else float("nan")
+
+    def first_solved_step(self) -> int | None:
+        target = get_spec(self.cfg.env).solved_return
+        if target is None:
+            return None
+        window = deque(maxlen=RETURN_WINDOW)
+        for step, ret, _ in self.episode_log:
+            window.append(ret)
+            if len(window) == RETURN_WINDOW and np.mean(window) >= target:
+                return step
+        return None
+
+    def run(self) -> TrainResult:
+        cfg, ppo_cfg = self.cfg, self.ppo_cfg
+        rollout = ppo_cfg.num_envs * ppo_cfg.num_steps
+        num_updates = max(1, -(-cfg.total_steps // rollout))
+        obs, _ = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
+        feats = self.agent.features(obs, update_stats=True)
+        metrics_path = self.run_dir / "metrics.csv"
+        new_file = not metrics_path.exists() or self.update_idx == 0
+        metrics_f = metrics_path.open("w" if new_file else "a", newline="")
+        writer = csv.DictWriter(metrics_f, fieldnames=METRIC_FIELDS)
+        if new_file:
+            writer.writeheader()
+        bar = _Progress(num_updates * rollout, self.progress, self.log)
+        bar.advance_to(self.global_step)
+        t_start = time.perf_counter()
+        step_start = self.global_step
+        try:
+            while self.update_idx < num_updates:
+                obs, feats, dones = self._collect(obs, feats)
+                stats = self.agent.ppo.update(self.buffer, self.agent.ppo.value(feats), dones)
+                self.update_idx += 1
+                save_checkpoint(self.run_dir / "checkpoint", self.agent.ppo, self._extra_state())
+                sps = (self.global_step - step_start) / max(time.perf_counter() - t_start, 1e-9)
+                enc = self.agent.encoder.stats()
+                writer.writerow({
+                    "update": self.update_idx, "global_step": self.global_step, "episodes": len(self.episode_log),
+                    "mean_return": self.mean_return(), "steps_per_s": sps,
+                    "cache_hit_rate": enc.get("cache_hit_rate", ""),
+                    **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
+                })
+                metrics_f.flush()
+                bar.update(self.global_step, len(self.episode_log), self.mean_return(), sps)
+        finally:
+            bar.close()
+            metrics_f.close()
+        wall = time.perf_counter() - t_start
+        self._write_episodes()
+        eval_return = self.evaluate(cfg.eval_episodes) if cfg.eval_episodes else None
+        enc = self.agent.encoder.stats()
+        result = TrainResult(
+            run_dir=self.run_dir, global_step=self.global_step, episodes=len(self.episode_log),
+            mean_return=self.mean_return(), first_solved_step=self.first_solved_step(),
+            steps_per_s=(self.global_step - step_start) / max(wall, 1e-9), eval_mean_return=eval_return,
+            cache_hit_rate=enc.get("cache_hit_rate"), mean_tokens=enc["mean_tokens"], wall_s=wall,
+            episode_returns=[r for _, r, _ in self.episode_log],
+        )
+        (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+        plot_learning_curve(self.episode_log, self.run_dir / "learning_curve.png",
+                            title=f"{cfg.env} / {cfg.backbone} / seed {cfg.seed}",
+                            target=get_spec(cfg.env).solved_return)
+        self.envs.close()
+        return result
+
+    def evaluate(self, episodes: int) -> float:
+        """Mean return of the deterministic policy over fresh episodes; statistics frozen, nothing learned."""
+        envs = make_vec_env(self.cfg.env, 1, self.cfg.seed + 10_000)
+        obs, _ = envs.reset(seed=self.cfg.seed + 10_000)
+        returns = []
+        while len(returns) < episodes:
+            feats = self.agent.features(obs, update_stats=False)
+            actions = self.agent.ppo.act(feats, deterministic=True)[0]
+            if self.continuous:
+                actions = clip_action(actions, envs.single_action_space)
+            obs, _, _, _, infos = envs.step(actions)
+            returns += [r for _, r, _ in _episode_infos(infos)]
+        envs.close()
+        return float(np.mean(returns))
+
+    def _write_episodes(self):
+        with (self.run_dir / "episodes.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["global_step", "return", "length"])
+            w.writerows(self.episode_log)
+
+
+class _Progress:
+    """A live rich progress bar on a terminal; a plain line per ~5% elsewhere (CI logs, pipes)."""
+
+    def __init__(self, total: int, enabled: bool, log):
+        self.total, self.enabled, self.log = total, enabled, log
+        self.tty = sys.stdout.isatty()
+        self._last_pct = -1
+        self._bar = None
+        if enabled and self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self._bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self._task = self._bar.add_task("train", total=total, info="")
+            self._bar.start()
+
+    def advance_to(self, step: int):
+        if self._bar:
+            self._bar.update(self._task, completed=step)
+
+    def update(self, step: int, episodes: int, mean_return: float, sps: float):
+        info = f"episodes {episodes}  return {mean_return:7.1f}  {sps:6.0f} steps/s"
+        if self._bar:
+            self._bar.update(self._task, completed=min(step, self.total), info=info)
+        elif self.enabled:
+            pct = int(100 * step / self.total) // 5 * 5
+            if pct != self._last_pct:
+                self._last_pct = pct
+                self.log(f"[train] {min(step, self.total)}/{self.total} ({pct}%)  {info}")
+
+    def close(self):
+        if self._bar:
+            self._bar.stop()
+
+
+def plot_learning_curve(episode_log, path: Path, title: str, target: float | None = None):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if episode_log:
+        steps = np.array([s for s, _, _ in episode_log])
+        rets = np.array([r for _, r, _ in episode_log])
+        ax.plot(steps, rets, ".", alpha=0.25, markersize=3, label="episode return")
+        k = min(RETURN_WINDOW, len(rets))
+        smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of last {k}")
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"solved ({target:g})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from bitrl_ros.backbone import Backbone, available_backbones, load_backbone, teacher_dir
+from bitrl_ros.backbone.bitlinear import BitLinear
+from bitrl_ros.backbone.teacher import ternarize_ptq
+
+SENTENCES = [
+    "x:0.01 v:-0.23 th:0.05 w:0.41",
+    "x:-1.20 v:0.00 th:-0.18 w:-1.93",
+    "cart position 0.02, cart velocity -0.11, pole angle 0.03, pole angular velocity 0.27",
+    "pos=[0.12, -0.40, 1.05] vel=[0.0, 0.3, -0.2]",
+    "The robot arm reaches for the red block.",
+    "go to the green door",
+    "pick up the blue ball and put it next to the yellow key",
+    "Turn on the light in the kitchen.",
+    "hello",
+    "A",
+    "1 2 3 4 5 6 7 8 9 10",
+    "The quick brown fox jumps over the lazy dog.",
+    "Reinforcement learning agents maximize expected discounted return.",
+    "height:1.25 angle:-0.03 joint0:0.51 joint1:-0.77 joint2:0.02 vx:1.9 vz:-0.1",
+    "obs: [nan-free] reward 1.0 terminated false truncated false",
+    "Café naïve résumé — unicode ✓ symbols ∑ and emoji 🤖",
+    "You are in a dark room. There is a locked chest here. Exits: north, east.",
+    "THE LIGHT IS OFF AND THE WINDOW IS OPEN",
+    "left left right forward pickup drop toggle done",
+    "temperature 49 C, power 5.8 J per episode, latency 24.8 ms",
+    "x:0.000 v:0.000 th:0.000 w:0.000",
+    "a much longer sentence that goes on and on about nothing in particular, just to exercise attention over "
+    "more positions than the short state strings do, with commas, numbers like 3.14159, and so forth",
+]
+
+
+@pytest.fixture(scope="module")
+def fp():
+    return load_backbone("minilm-fp32", cache_size=0, max_tokens=128)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(teacher_dir()), device="cpu")
+    return st.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
+
+
+def test_teacher_matches_sentence_transformers(fp, reference):
+    ours = fp.encode(SENTENCES, pooling="mean", normalize=True)
+    assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
+    cos = (ours * reference).sum(1)
+    assert cos.min() >= 0.999, cos
+
+
+def test_unnormalized_by_default_and_poolings(fp):
+    ids = fp.tokenize(SENTENCES[:3])
+    mean = fp.encode_tokens(ids)
+    assert not np.allclose(np.linalg.norm(mean, axis=1), 1.0, atol=1e-3)
+    cls = fp.encode_tokens(ids, pooling="cls")
+    last = fp.encode_tokens(ids, pooling="last")
+    assert not np.allclose(cls, mean) and not np.allclose(last, cls)
+    # Padding in a batch must not change a sequence's features.
+    alone = fp.encode_tokens(ids[2:3], pooling="last")
+    assert np.allclose(alone[0], last[2], atol=1e-4)
+    assert fp.feature_dim("mean") == 384
+    with pytest.raises(ValueError):
+        fp.encode_tokens(ids, pooling="max")
+
+
+def test_ptq_backbone(reference):
+    ptq = load_backbone("minilm-ternary-ptq", cache_size=0, max_tokens=128)
+    linears = [m for m in ptq.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 6 * 6 and all(isinstance(m, BitLinear) and m.frozen for m in linears)
+    w = linears[0]._w_eff
+    assert len(torch.unique(w)) <= 3
+    out = ptq.encode(SENTENCES, normalize=True)
+    assert out.shape == (len(SENTENCES), 384) and np.isfinite(out).all()
+    cos = (out * reference).sum(1)
+    assert 0.05 < cos.mean() < 0.999
+
+
+def test_ternarize_ptq_leaves_teacher_untouched(fp):
+    before = fp.model.layers[0].attn.q.weight.clone()
+    ptq = ternarize_ptq(fp.model)
+    assert type(fp.model.layers[0].attn.q) is torch.nn.Linear
+    assert torch.equal(fp.model.layers[0].attn.q.weight, before)
+    assert ptq.config.linear == "bitlinear" and ptq.embeddings.norm is not fp.model.embeddings.norm
+
+
+def test_registry_ids():
+    assert available_backbones() == ["minilm-fp32", "minilm-ternary-ptq", "mlp"]
+    assert load_backbone("mlp") is None
+    with pytest.raises(ValueError, match="minilm-fp32"):
+        load_backbone("bert-huge")
+
+
+def test_cache_counts_hits(fp):
+    cached = Backbone("c", fp.model, fp.tokenizer, cache_size=2)
+    ids = cached.tokenize(["a b", "c d", "e f"])
+    first = cached.encode_tokens(ids[:2])
+    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2}
+    again = cached.encode_tokens([ids[1], ids[0]])
+    assert np.array_equal(again, first[::-1])
+    assert cached.cache_stats()["hits"] == 2
+    cached.encode_tokens([ids[2]])  # evicts the least recently used: ids[1]
+    stats = cached.cache_stats()
+    assert stats["size"] == 2 and stats["misses"] == 3 and stats["hit_rate"] == pytest.approx(0.4)
+    cached.encode_tokens([ids[1]])
+    assert cached.cache_stats()["misses"] == 4
+    # A different pooling is a different key; normalize does not change what is cached.
+    cached.encode_tokens([ids[1]], pooling="cls")
+    assert cached.cache_stats()["misses"] == 5
+    norm = cached.encode_tokens([ids[1]], pooling="cls", normalize=True)
+    assert cached.cache_stats()["hits"] == 3
+    assert np.linalg.norm(norm) == pytest.approx(1.0, abs=1e-5)
+    # capacity 0 disables the cache
+    off = Backbone("o", fp.model, fp.tokenizer, cache_size=0)
+    off.encode_tokens(ids[:1]); off.encode_tokens(ids[:1])
+    assert off.cache_stats()["hits"] == 0 and off.cache_stats()["size"] == 0

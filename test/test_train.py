@@ -1,0 +1,63 @@
+"""End-to-end `bitrl train` runs: real gymnasium envs, real backbones, real PPO."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bitrl_ros.cli import main
+from bitrl_ros.config import load_train_config
+from bitrl_ros.train import Trainer
+
+
+def _returns(run_dir):
+    with open(run_dir / "episodes.csv") as f:
+        return [float(r["return"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_cartpole_mlp_learns(tmp_path):
+    cfg = load_train_config(overrides={"backbone": "mlp", "total_steps": 40960, "seed": 1, "eval_episodes": 0})
+    result = Trainer(cfg, run_dir=tmp_path / "run", progress=False).run()
+    rets = _returns(tmp_path / "run")
+    early, late = np.mean(rets[:20]), np.mean(rets[-20:])
+    assert late > 2 * early and late > 100, (early, late)
+    assert result.global_step == 40960
+    for name in ("config.json", "metrics.csv", "episodes.csv", "learning_curve.png", "summary.json",
+                 "checkpoint/heads.safetensors", "checkpoint/state.json"):
+        assert (tmp_path / "run" / name).exists(), name
+
+
+@pytest.mark.slow
+def test_cartpole_ternary_backbone_learns(tmp_path):
+    cfg = load_train_config(overrides={"backbone": "minilm-ternary-ptq", "total_steps": 30720, "seed": 0,
+                                       "eval_episodes": 0})
+    result = Trainer(cfg, run_dir=tmp_path / "run", progress=False).run()
+    rets = _returns(tmp_path / "run")
+    assert np.mean(rets[-20:]) > 1.5 * np.mean(rets[:20])
+    assert result.cache_hit_rate is not None and 0.0 <= result.cache_hit_rate <= 1.0
+    assert result.mean_tokens > 4
+
+
+def test_cli_train_writes_run_folder_and_resumes(tmp_path, capsys):
+    run = tmp_path / "cli-run"
+    rc = main(["train", "--backbone", "mlp", "--steps", "2048", "--seed", "0", "--run-dir", str(run),
+               "--no-progress", "--set", "eval_episodes=1"])
+    assert rc == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 2048
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state  # a checkpoint exists after the first update
+    rc = main(["train", "--backbone", "mlp", "--steps", "4096", "--seed", "0", "--run-dir", str(run),
+               "--no-progress", "--resume", "--set", "eval_episodes=0"])
+    assert rc == 0
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 4096
+    with open(run / "metrics.csv") as f:
+        assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2]
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    rc = main(["train", "--backbone", "mlp", "--set", "ppo.gamma=1.5", "--run-dir", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "gamma" in err and "1.5" in err and "Traceback" not in err
