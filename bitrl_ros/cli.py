@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train the policy/value heads online with PPO in a gymnasium env")
-    train.add_argument("--config", default=None, help="YAML file (default: config/agent.yaml)")
+    train.add_argument("--config", default=None, help="YAML file (default: config/train.yaml)")
     train.add_argument("--env", default=None)
     train.add_argument("--backbone", default=None, help="minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
     train.add_argument("--steps", type=int, default=None, help="total environment steps")

@@ -10,7 +10,7 @@ import yaml
 
 from bitrl_ros.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "agent.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml"
 
 SERIALIZER_FORMATS = ("compact", "structured", "natural")
 POOLINGS = ("mean", "cls", "last")

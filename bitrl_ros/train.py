@@ -21,11 +21,9 @@ from bitrl_ros.backbone import load_backbone
 from bitrl_ros.config import TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
-from bitrl_ros.rl.buffer import RolloutBuffer
-from bitrl_ros.rl.checkpoint import load_checkpoint, save_checkpoint
 from bitrl_ros.rl.heads import clip_action
-from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
-from bitrl_ros.rl.ppo import PPO, PPOConfig
+from bitrl_ros.rl.learner import OnlineLearner
+from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.rl.seeding import seed_everything
 from bitrl_ros.serialize import get_serializer
 
@@ -57,26 +55,12 @@ class TrainResult:
         return d
 
 
-class Agent:
-    """Everything that acts: the state encoder, the feature normalizer and the PPO heads."""
-
-    def __init__(self, cfg: TrainConfig, ppo_cfg: PPOConfig, action_space):
-        self.spec = get_spec(cfg.env)
-        backbone = load_backbone(cfg.backbone, cache_size=cfg.features.cache_size,
-                                 max_tokens=cfg.features.max_tokens)
-        serializer = None if backbone is None else get_serializer(
-            cfg.env, cfg.serializer.format, cfg.serializer.precision)
-        self.encoder = StateEncoder(self.spec, serializer, backbone, cfg.features.pooling, cfg.features.raw_skip)
-        self.feature_norm = ObservationNormalizer((self.encoder.feature_dim,)) if cfg.normalize.features else None
-        self.ppo = PPO(self.encoder.feature_dim, action_space, ppo_cfg, seed=cfg.seed)
-
-    def features(self, obs: np.ndarray, update_stats: bool) -> np.ndarray:
-        feats = self.encoder(obs)
-        if self.feature_norm is None:
-            return feats
-        if update_stats:
-            self.feature_norm.update(feats)
-        return self.feature_norm.normalize(feats).astype(np.float32)
+def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
+    """Backbone + serializer + pooling as the config says; `mlp` gives raw observations."""
+    backbone = load_backbone(cfg.backbone, cache_size=cfg.features.cache_size, max_tokens=cfg.features.max_tokens)
+    serializer = None if backbone is None else get_serializer(cfg.env, cfg.serializer.format,
+                                                              cfg.serializer.precision)
+    return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.pooling, cfg.features.raw_skip)
 
 
 def _episode_infos(infos: dict):
@@ -99,18 +83,22 @@ class Trainer:
         self.ppo_cfg = PPOConfig.from_dict(cfg.ppo)
         self.envs = make_vec_env(cfg.env, self.ppo_cfg.num_envs, cfg.seed)
         self.continuous = not hasattr(self.envs.single_action_space, "n")
-        self.agent = Agent(cfg, self.ppo_cfg, self.envs.single_action_space)
-        self.reward_norm = (RewardNormalizer(self.ppo_cfg.num_envs, self.ppo_cfg.gamma)
-                            if cfg.normalize.reward else None)
-        space = self.envs.single_action_space
-        self.buffer = RolloutBuffer(self.ppo_cfg.num_steps, self.ppo_cfg.num_envs, self.agent.encoder.feature_dim,
-                                    space.shape, np.float32 if self.continuous else np.int64)
+        self.encoder = build_state_encoder(cfg)
+        self.learner = OnlineLearner(
+            self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
+            normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
+            extra_state=self._extra_state, on_update=self._on_update)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.run_dir) / f"{cfg.env}-{cfg.backbone}-s{cfg.seed}-{stamp}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.global_step = 0
         self.update_idx = 0
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
+        self.learner.checkpoint_dir = self.run_dir / "checkpoint"
+        self._metrics_writer = None
+        self._bar = None
+        self._t_start = time.perf_counter()
+        self._step_start = 0
         if resume:
             self._resume()
         else:
@@ -121,51 +109,53 @@ class Trainer:
     def _extra_state(self) -> dict:
         return {
             "global_step": self.global_step,
-            "update": self.update_idx,
+            "update": self.update_idx + 1,
             "env": self.cfg.env,
             "backbone": self.cfg.backbone,
-            "feature_norm": self.agent.feature_norm.state_dict() if self.agent.feature_norm else None,
-            "reward_norm": self.reward_norm.state_dict() if self.reward_norm else None,
             "episode_log": self.episode_log,
         }
 
     def _resume(self):
-        extra = load_checkpoint(self.run_dir / "checkpoint", self.agent.ppo)
+        extra = self.learner.load(self.run_dir / "checkpoint")
         self.global_step = int(extra["global_step"])
         self.update_idx = int(extra["update"])
-        if self.agent.feature_norm and extra.get("feature_norm"):
-            self.agent.feature_norm.load_state_dict(extra["feature_norm"])
-        if self.reward_norm and extra.get("reward_norm"):
-            self.reward_norm.load_state_dict(extra["reward_norm"])
         self.episode_log = [tuple(e) for e in extra.get("episode_log", [])]
         self.log(f"resumed {self.run_dir} at step {self.global_step} (update {self.update_idx})")
 
     # -- rollout -----------------------------------------------------------------------------------------------
     def _collect(self, obs, feats):
-        ppo = self.agent.ppo
-        self.buffer.reset()
+        """One rollout of num_steps vector-env steps; feats are the normalized features of obs."""
+        learner = self.learner
         for _ in range(self.ppo_cfg.num_steps):
-            actions, log_probs, values = ppo.act(feats)
+            actions, _, _ = learner.act(feats)
             env_actions = clip_action(actions, self.envs.single_action_space) if self.continuous else actions
-            next_obs, rewards, terminated, truncated, infos = self.envs.step(env_actions)
-            rewards = np.asarray(rewards, dtype=np.float64)
-            if self.reward_norm is not None:
-                rewards = self.reward_norm(rewards, np.logical_or(terminated, truncated))
-            # Truncation is not failure: the buffer bootstraps from the value of the state the time limit cut off.
-            bootstrap = None
+            obs, rewards, terminated, truncated, infos = self.envs.step(env_actions)
+            final = None
             cut = np.flatnonzero(np.logical_and(truncated, np.logical_not(terminated)))
             if len(cut):
-                bootstrap = np.zeros(len(rewards), dtype=np.float32)
-                final_obs = np.stack([infos["final_obs"][i] for i in cut])
-                bootstrap[cut] = ppo.value(self.agent.features(final_obs, update_stats=False))
-            self.buffer.add(feats, actions, log_probs, values, rewards, terminated, truncated, bootstrap)
-            dones = np.logical_or(terminated, truncated)
+                # Truncation is not failure: the learner bootstraps from the state the time limit cut off.
+                final = np.zeros_like(feats)
+                final[cut] = learner.normalize(self.encoder(np.stack([infos["final_obs"][i] for i in cut])),
+                                               update=False)
+            learner.record(rewards, terminated, truncated, final)
             for i, ret, length in _episode_infos(infos):
                 self.episode_log.append((self.global_step + i + 1, ret, length))
             self.global_step += self.ppo_cfg.num_envs
-            obs = next_obs
-            feats = self.agent.features(obs, update_stats=True)
-        return obs, feats, dones
+            feats = learner.normalize(self.encoder(obs))
+        return obs, feats
+
+    def _on_update(self, stats: dict):
+        self.update_idx += 1
+        sps = (self.global_step - self._step_start) / max(time.perf_counter() - self._t_start, 1e-9)
+        enc = self.encoder.stats()
+        self._metrics_writer.writerow({
+            "update": self.update_idx, "global_step": self.global_step, "episodes": len(self.episode_log),
+            "mean_return": self.mean_return(), "steps_per_s": sps,
+            "cache_hit_rate": enc.get("cache_hit_rate", ""),
+            **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
+        })
+        self._metrics_file.flush()
+        self._bar.update(self.global_step, len(self.episode_log), self.mean_return(), sps)
 
     def mean_return(self) -> float:
         recent = [r for _, r, _ in self.episode_log[-RETURN_WINDOW:]]
@@ -187,40 +177,28 @@ class Trainer:
         rollout = ppo_cfg.num_envs * ppo_cfg.num_steps
         num_updates = max(1, -(-cfg.total_steps // rollout))
         obs, _ = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
-        feats = self.agent.features(obs, update_stats=True)
+        feats = self.learner.normalize(self.encoder(obs))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
-        metrics_f = metrics_path.open("w" if new_file else "a", newline="")
-        writer = csv.DictWriter(metrics_f, fieldnames=METRIC_FIELDS)
+        self._metrics_file = metrics_path.open("w" if new_file else "a", newline="")
+        self._metrics_writer = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS)
         if new_file:
-            writer.writeheader()
-        bar = _Progress(num_updates * rollout, self.progress, self.log)
-        bar.advance_to(self.global_step)
-        t_start = time.perf_counter()
-        step_start = self.global_step
+            self._metrics_writer.writeheader()
+        self._bar = _Progress(num_updates * rollout, self.progress, self.log)
+        self._bar.advance_to(self.global_step)
+        self._t_start = t_start = time.perf_counter()
+        self._step_start = step_start = self.global_step
         try:
             while self.update_idx < num_updates:
-                obs, feats, dones = self._collect(obs, feats)
-                stats = self.agent.ppo.update(self.buffer, self.agent.ppo.value(feats), dones)
-                self.update_idx += 1
-                save_checkpoint(self.run_dir / "checkpoint", self.agent.ppo, self._extra_state())
-                sps = (self.global_step - step_start) / max(time.perf_counter() - t_start, 1e-9)
-                enc = self.agent.encoder.stats()
-                writer.writerow({
-                    "update": self.update_idx, "global_step": self.global_step, "episodes": len(self.episode_log),
-                    "mean_return": self.mean_return(), "steps_per_s": sps,
-                    "cache_hit_rate": enc.get("cache_hit_rate", ""),
-                    **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
-                })
-                metrics_f.flush()
-                bar.update(self.global_step, len(self.episode_log), self.mean_return(), sps)
+                obs, feats = self._collect(obs, feats)
+                self.learner.update_if_ready(feats)
         finally:
-            bar.close()
-            metrics_f.close()
+            self._bar.close()
+            self._metrics_file.close()
         wall = time.perf_counter() - t_start
         self._write_episodes()
         eval_return = self.evaluate(cfg.eval_episodes) if cfg.eval_episodes else None
-        enc = self.agent.encoder.stats()
+        enc = self.encoder.stats()
         result = TrainResult(
             run_dir=self.run_dir, global_step=self.global_step, episodes=len(self.episode_log),
             mean_return=self.mean_return(), first_solved_step=self.first_solved_step(),
@@ -241,8 +219,8 @@ class Trainer:
         obs, _ = envs.reset(seed=self.cfg.seed + 10_000)
         returns = []
         while len(returns) < episodes:
-            feats = self.agent.features(obs, update_stats=False)
-            actions = self.agent.ppo.act(feats, deterministic=True)[0]
+            feats = self.learner.normalize(self.encoder(obs), update=False)
+            actions = self.learner.act(feats, deterministic=True, learn=False)[0]
             if self.continuous:
                 actions = clip_action(actions, envs.single_action_space)
             obs, _, _, _, infos = envs.step(actions)

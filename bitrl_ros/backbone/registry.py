@@ -133,3 +133,17 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
         return Backbone(backbone_id, model, tok, max_tokens=max_tokens, cache_size=cache_size)
     raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
                      f"or the path of a model directory")
+
+
+def load_tokenizer(backbone_id: str) -> Tokenizer | None:
+    """The tokenizer of a backbone without loading its weights (for the state_serializer stage)."""
+    from .teacher import teacher_dir
+
+    if backbone_id == "mlp":
+        return None
+    if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
+        return Tokenizer(teacher_dir() / "tokenizer.json")
+    if Path(backbone_id).is_dir():
+        return Tokenizer(Path(backbone_id) / "tokenizer.json")
+    raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
+                     f"or the path of a model directory")

@@ -1,0 +1,175 @@
+"""Node parameters, ROS-free: one schema per node (name, default, description, allowed range), validation with
+errors that name the parameter, the value and the allowed range, and reading ROS 2 parameter YAML files.
+
+The nodes declare exactly these parameters (with descriptors built from the same specs), so `ros2 param
+describe` shows the ranges and `bitrl run` / `ros2 launch` refuse the same invalid values at start-up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bitrl_ros.errors import ConfigError
+
+MODES = ("lockstep", "realtime")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    low: float | None = None      # inclusive numeric range
+    high: float | None = None
+    choices: tuple | None = None  # for strings
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def allowed(self) -> str:
+        if self.choices:
+            return " | ".join(str(c) for c in self.choices)
+        if self.kind is bool:
+            return "true | false"
+        if self.low is not None or self.high is not None:
+            lo = "-inf" if self.low is None else f"{self.low:g}"
+            hi = "inf" if self.high is None else f"{self.high:g}"
+            return f"{self.kind.__name__} in [{lo}, {hi}]"
+        return self.kind.__name__
+
+    def check(self, value: Any, node: str) -> Any:
+        ok = True
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not self.kind:
+            ok = False
+        elif self.choices is not None and value not in self.choices:
+            ok = False
+        elif self.kind in (int, float) and ((self.low is not None and value < self.low)
+                                            or (self.high is not None and value > self.high)):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{node}: invalid parameter '{self.name}' = {value!r} (allowed: {self.allowed()})")
+        return value
+
+
+def _envs():
+    from bitrl_ros.envs import list_envs
+    return tuple(list_envs())
+
+
+COMMON = [
+    ParamSpec("env", "CartPole-v1", "registered environment id: fixes observation layout and action space"),
+    ParamSpec("mode", "lockstep", "lockstep: the bridge waits for each action (sim time); realtime: fixed-rate loop",
+              choices=MODES),
+    ParamSpec("control_rate_hz", 40.0, "control loop rate in realtime mode", 1.0, 1000.0),
+]
+
+SCHEMAS: dict[str, list[ParamSpec]] = {
+    "sim_bridge": COMMON + [
+        ParamSpec("seed", 0, "environment seed (episode k resets with seed + k)", 0, 2**31 - 1),
+        ParamSpec("action_timeout_s", 2.0, "lockstep: wall time to wait for the action of step k before the "
+                  "fallback action is applied (counted)", 0.001, 600.0),
+        ParamSpec("fallback_action", "hold", "action when none arrives in time: repeat the last or zero",
+                  choices=("hold", "zero")),
+        ParamSpec("max_steps", 0, "stop stepping after this many env steps (0: never)", 0, 2**31 - 1),
+        ParamSpec("publish_clock", True, "publish /clock from simulation time"),
+    ],
+    "state_serializer": COMMON + [
+        ParamSpec("backbone", "minilm-ternary-ptq", "backbone id or model dir whose tokenizer produces token_ids"),
+        ParamSpec("format", "compact", "serializer format", choices=("compact", "structured", "natural")),
+        ParamSpec("precision", -1, "decimals shift for the serializer (-1: the env's default)", -1, 6),
+        ParamSpec("max_tokens", 64, "token budget; longer texts are truncated and counted", 4, 512),
+    ],
+    "ternary_encoder": COMMON + [
+        ParamSpec("backbone", "minilm-ternary-ptq", "backbone id or model dir (frozen)"),
+        ParamSpec("engine", "torch", "inference engine", choices=("torch",)),
+        ParamSpec("pooling", "mean", "token pooling", choices=("mean", "cls", "last")),
+        ParamSpec("cache_size", 65536, "LRU embedding cache entries (0 disables)", 0, 10_000_000),
+        ParamSpec("threads", 1, "torch threads for the encoder", 1, 64),
+    ],
+    "policy_value": COMMON + [
+        ParamSpec("seed", 0, "seed of the heads and of action sampling", 0, 2**31 - 1),
+        ParamSpec("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
+        ParamSpec("raw_skip", False, "append the raw observation to the embedding"),
+        ParamSpec("normalize_features", True, "running mean/std normalization of the features"),
+        ParamSpec("normalize_reward", True, "scale rewards by the running std of the discounted return"),
+        ParamSpec("checkpoint_dir", "runs/agent/checkpoint", "checkpoint directory (written after every update)"),
+        ParamSpec("resume", True, "resume from checkpoint_dir when a checkpoint is there"),
+        ParamSpec("safe_action", "zero", "action on watchdog/invalid input: zero or hold the last",
+                  choices=("zero", "hold")),
+        ParamSpec("watchdog_periods", 3, "control periods without a fresh observation before the watchdog trips",
+                  1, 1000),
+        ParamSpec("ppo.num_steps", 2048, "rollout length (one stream)", 8, 1_000_000),
+        ParamSpec("ppo.minibatch_size", 64, "PPO minibatch", 1, 1_000_000),
+        ParamSpec("ppo.update_epochs", 4, "PPO epochs per update", 1, 100),
+        ParamSpec("ppo.clip_coef", 0.1, "PPO clip range", 1e-6, 1.0),
+        ParamSpec("ppo.ent_coef", 0.05, "entropy bonus", 0.0, 1.0),
+        ParamSpec("ppo.vf_coef", 0.5, "value loss weight", 0.0, 100.0),
+        ParamSpec("ppo.max_grad_norm", 0.5, "per-head gradient norm clip", 1e-6, 1000.0),
+        ParamSpec("ppo.policy_lr", 3e-4, "Adam learning rate of the policy head", 1e-8, 1.0),
+        ParamSpec("ppo.value_lr", 1e-3, "Adam learning rate of the value head", 1e-8, 1.0),
+        ParamSpec("ppo.gamma", 0.99, "discount", 0.0, 1.0),
+        ParamSpec("ppo.gae_lambda", 0.95, "GAE lambda", 0.0, 1.0),
+    ],
+    "diagnostics_monitor": COMMON + [
+        ParamSpec("publish_rate_hz", 1.0, "rate of /diagnostics", 0.1, 100.0),
+        ParamSpec("hardware_id", "bitrl-agent", "hardware_id of the published statuses"),
+        ParamSpec("rate_warn_hz", 38.0, "realtime: WARN when the achieved action rate falls below", 0.0, 1000.0),
+        ParamSpec("latency_warn_ms", 20.0, "WARN when observation->action p50 latency exceeds", 0.0, 10000.0),
+        ParamSpec("stale_after_s", 3.0, "STALE when a stage has published nothing for this long", 0.1, 3600.0),
+    ],
+}
+
+
+def validate_params(node: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Check every value of a node's parameters against its schema; unknown names are refused too."""
+    specs = {s.name: s for s in SCHEMAS[node]}
+    unknown = sorted(set(values) - set(specs) - {"use_sim_time"})
+    if unknown:
+        raise ConfigError(f"{node}: unknown parameter '{unknown[0]}' (known: {', '.join(sorted(specs))})")
+    out = {}
+    for name, spec in specs.items():
+        out[name] = spec.check(values.get(name, spec.default), node)
+    if out["env"] not in _envs():
+        raise ConfigError(f"{node}: invalid parameter 'env' = {out['env']!r} (allowed: {' | '.join(_envs())})")
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_ros_params(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A ROS 2 parameter file -> {node name: {dotted parameter: value}}; `/**` entries apply to every node."""
+    from bitrl_ros.config import read_yaml
+
+    data = read_yaml(path)
+    per_node: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
+    for key, body in data.items():
+        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters"), dict):
+            raise ConfigError(f"{path}: '{key}' must hold a 'ros__parameters' mapping (ROS 2 parameter file format)")
+        params = _flatten(body["ros__parameters"])
+        name = str(key).strip("/")
+        if name in ("**", "*"):
+            shared.update(params)
+        else:
+            per_node[name] = params
+    result = {}
+    for node, specs in SCHEMAS.items():
+        known = {s.name for s in specs} | {"use_sim_time"}
+        merged = {k: v for k, v in shared.items() if k in known}
+        merged.update(per_node.get(node, {}))
+        result[node] = merged
+    for extra in sorted(set(per_node) - set(SCHEMAS)):
+        result[extra] = per_node[extra]
+    return result

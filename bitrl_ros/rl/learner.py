@@ -1,0 +1,185 @@
+"""Online PPO over one or more streams of transitions: the piece `bitrl train` and the policy_value node share.
+
+Protocol, per stream and step (all arrays are [num_envs, ...]):
+
+    x = learner.normalize(raw_features)           # running feature statistics, updated
+    learner.update_if_ready(x)                    # the previous rollout is full: learn (sync or in background)
+    actions, log_probs, values = learner.act(x)   # acting never waits for learning
+    ... environment step ...
+    learner.record(rewards, terminated, truncated, final_features=learner.normalize(final_raw, update=False))
+
+In background mode the update runs in a worker thread on the learner's own PPO (heads + optimizers) while the
+actor keeps acting with its copy of the heads; when the update finishes the new weights are published as one
+reference and the actor loads them at its next act(): an update never delays an action. A rollout that fills up
+while the previous update is still running is dropped and counted, never waited for. After every update the
+checkpoint is replaced atomically.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bitrl_ros.rl.checkpoint import load_checkpoint, save_checkpoint
+from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
+from bitrl_ros.rl.ppo import PPO, PPOConfig
+
+
+class OnlineLearner:
+    def __init__(self, feature_dim: int, action_space, config: PPOConfig, seed: int = 0,
+                 normalize_features: bool = True, normalize_reward: bool = True,
+                 checkpoint_dir: str | Path | None = None, background: bool = False,
+                 extra_state: Callable[[], dict] | None = None,
+                 on_update: Callable[[dict], None] | None = None):
+        self.config = config
+        self.ppo = PPO(feature_dim, action_space, config, seed=seed)
+        self.background = background
+        # In background mode the actor owns separate heads; synchronously it is the learner's PPO itself.
+        self.actor = copy.deepcopy(self.ppo) if background else self.ppo
+        self.feature_norm = ObservationNormalizer((feature_dim,)) if normalize_features else None
+        self.reward_norm = RewardNormalizer(config.num_envs, config.gamma) if normalize_reward else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.extra_state = extra_state or (lambda: {})
+        self.on_update = on_update
+        self.buffer = self.ppo.make_buffer()
+        self.policy_version = 0
+        self.rollouts_dropped = 0
+        self.last_stats: dict = {}
+        self._pending = None  # (features, actions, log_probs, values) of the last act(), awaiting record()
+        self._last_dones = np.zeros(config.num_envs, dtype=bool)
+        self._new_weights = None
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    # -- acting ------------------------------------------------------------------------------------------------
+    def normalize(self, features: np.ndarray, update: bool = True) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float32)
+        if self.feature_norm is None:
+            return features
+        if update and not self.feature_norm.frozen:
+            self.feature_norm.update(features)
+        return self.feature_norm.normalize(features).astype(np.float32)
+
+    def act(self, features: np.ndarray, deterministic: bool = False, learn: bool = True):
+        """Actions, log-probs and values for normalized features; remembers them for record() when learning."""
+        self._swap_in_new_weights()
+        actions, log_probs, values = self.actor.act(features, deterministic=deterministic)
+        if learn:
+            self._pending = (features, actions, log_probs, values)
+        return actions, log_probs, values
+
+    def value(self, features: np.ndarray) -> np.ndarray:
+        self._swap_in_new_weights()
+        return self.actor.value(features)
+
+    def record(self, rewards, terminated, truncated, final_features: np.ndarray | None = None) -> None:
+        """Complete the transitions started by the last act(). final_features: normalized features of the
+        final observations (needed for truncated, not terminated, streams; rows elsewhere are ignored)."""
+        if self._pending is None:
+            raise RuntimeError("record() without a preceding act()")
+        features, actions, log_probs, values = self._pending
+        self._pending = None
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        dones = terminated | truncated
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if self.reward_norm is not None:
+            rewards = self.reward_norm(rewards, dones)
+        bootstrap = None
+        if final_features is not None and (truncated & ~terminated).any():
+            bootstrap = self.actor.value(final_features)
+        if self.buffer.full:
+            # The previous rollout has not been handed over yet (its update is pending): start again.
+            self.buffer.reset()
+            self.rollouts_dropped += 1
+        self.buffer.add(features, actions, log_probs, values, rewards, terminated, truncated, bootstrap)
+        self._last_dones = dones
+
+    def discard_pending(self) -> None:
+        """Forget the last act() (e.g. its action never reached the environment)."""
+        self._pending = None
+
+    # -- learning ----------------------------------------------------------------------------------------------
+    @property
+    def updating(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def update_if_ready(self, next_features: np.ndarray) -> bool:
+        """Start an update when the rollout is full. next_features: normalized features after the last step."""
+        if not self.buffer.full:
+            return False
+        if self.updating:
+            self.buffer.reset()
+            self.rollouts_dropped += 1
+            return False
+        last_values = self.actor.value(next_features)
+        last_dones = self._last_dones.copy()
+        extra = self._extra()
+        if not self.background:
+            self._run_update(self.buffer, last_values, last_dones, extra)
+            self.buffer.reset()
+            return True
+        rollout = copy.deepcopy(self.buffer)
+        self.buffer.reset()
+        self._worker = threading.Thread(target=self._run_update, args=(rollout, last_values, last_dones, extra),
+                                        name="ppo-update", daemon=True)
+        self._worker.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a background update (if any) has finished; for shutdown and tests, never in a loop."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self._swap_in_new_weights()
+
+    def _run_update(self, rollout, last_values, last_dones, extra) -> None:
+        t0 = time.perf_counter()
+        stats = self.ppo.update(rollout, last_values, last_dones)
+        stats["update_ms"] = 1000 * (time.perf_counter() - t0)
+        version = self.ppo.num_updates
+        if self.background:
+            weights = (copy.deepcopy(self.ppo.policy.state_dict()), copy.deepcopy(self.ppo.value_head.state_dict()),
+                       version)
+            with self._lock:
+                self._new_weights = weights
+        else:
+            self.policy_version = version
+        if self.checkpoint_dir is not None:
+            extra["policy_version"] = version
+            save_checkpoint(self.checkpoint_dir, self.ppo, extra)
+        self.last_stats = stats
+        if self.on_update is not None:
+            self.on_update(stats)
+
+    def _swap_in_new_weights(self) -> None:
+        if self._new_weights is None:
+            return
+        with self._lock:
+            policy_sd, value_sd, version = self._new_weights
+            self._new_weights = None
+        self.actor.policy.load_state_dict(policy_sd)
+        self.actor.value_head.load_state_dict(value_sd)
+        self.policy_version = version
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def _extra(self) -> dict:
+        extra = dict(self.extra_state())
+        extra["feature_norm"] = self.feature_norm.state_dict() if self.feature_norm else None
+        extra["reward_norm"] = self.reward_norm.state_dict() if self.reward_norm else None
+        return extra
+
+    def load(self, checkpoint_dir: str | Path) -> dict:
+        """Restore heads, optimizers, RNGs and normalizers; returns the caller's extra state."""
+        extra = load_checkpoint(checkpoint_dir, self.ppo)
+        if self.feature_norm is not None and extra.get("feature_norm"):
+            self.feature_norm.load_state_dict(extra["feature_norm"])
+        if self.reward_norm is not None and extra.get("reward_norm"):
+            self.reward_norm.load_state_dict(extra["reward_norm"])
+        self.policy_version = int(extra.get("policy_version", self.ppo.num_updates))
+        if self.background:
+            self.actor = copy.deepcopy(self.ppo)
+        return extra

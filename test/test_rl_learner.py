@@ -1,0 +1,77 @@
+"""OnlineLearner: the synchronous path `bitrl train` uses and the background path the policy_value node uses."""
+import gymnasium as gym
+import numpy as np
+import torch
+
+from bitrl_ros.rl.learner import OnlineLearner
+from bitrl_ros.rl.ppo import PPOConfig
+
+SPACE = gym.spaces.Discrete(2)
+
+
+def _config():
+    return PPOConfig(num_envs=1, num_steps=128, minibatch_size=32, update_epochs=2)
+
+
+def _bandit_stream(learner, steps, seed=0, wait=False):
+    """A one-step contextual bandit: reward 1 when the action equals the sign of feature 0."""
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        raw = rng.normal(size=(1, 4)).astype(np.float32)
+        x = learner.normalize(raw)
+        if learner.update_if_ready(x) and wait:
+            learner.wait()
+        actions, _, _ = learner.act(x)
+        reward = float(actions[0] == int(raw[0, 0] > 0))
+        learner.record([reward], [True], [False])
+
+
+def test_background_updates_match_synchronous_ones(tmp_path):
+    sync = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False)
+    bg = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False, background=True,
+                       checkpoint_dir=tmp_path / "ckpt")
+    _bandit_stream(sync, 3 * 128 + 1)
+    _bandit_stream(bg, 3 * 128 + 1, wait=True)
+    assert sync.ppo.num_updates == bg.ppo.num_updates == 3
+    assert bg.policy_version == 3
+    for a, b in zip(sync.ppo.policy.parameters(), bg.actor.policy.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (tmp_path / "ckpt" / "state.json").exists()
+
+
+def test_actor_keeps_old_weights_until_the_update_finishes():
+    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, background=True)
+    before = [p.clone() for p in bg.actor.policy.parameters()]
+    _bandit_stream(bg, 128)
+    x = bg.normalize(np.zeros((1, 4), dtype=np.float32))
+    assert bg.update_if_ready(x)
+    bg._worker.join()  # the update is done, but the actor only swaps at its next act()
+    assert all(torch.equal(a, b) for a, b in zip(before, bg.actor.policy.parameters()))
+    bg.act(x)
+    assert bg.policy_version == 1
+    assert not all(torch.equal(a, b) for a, b in zip(before, bg.actor.policy.parameters()))
+
+
+def test_rollout_filled_during_an_update_is_dropped_not_waited_for():
+    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, background=True)
+    release = __import__("threading").Event()
+    original = bg.ppo.update
+
+    def slow_update(*args, **kwargs):
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    bg.ppo.update = slow_update
+    _bandit_stream(bg, 2 * 128 + 1)  # the first update blocks on `release` while the second rollout fills
+    assert bg.rollouts_dropped == 1 and bg.updating
+    release.set()
+    bg.wait(30)
+    assert bg.ppo.num_updates == 1 and bg.policy_version == 1
+
+
+def test_learner_learns_the_bandit():
+    learner = OnlineLearner(4, SPACE, _config(), seed=1, normalize_reward=False)
+    _bandit_stream(learner, 20 * 128 + 1)
+    x = learner.normalize(np.array([[2.0, 0, 0, 0], [-2.0, 0, 0, 0]], dtype=np.float32), update=False)
+    actions, _, _ = learner.act(x, deterministic=True, learn=False)
+    assert list(actions) == [1, 0]
