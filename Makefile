@@ -12,13 +12,13 @@ export ROS_LOG_DIR := $(CURDIR)/build/ros_log
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-RUN_ARGS ?= --env CartPole-v1 --steps 20000 --seed 0
+RUN_ARGS ?= --config config/agent.yaml --steps 10000
 
 .PHONY: setup run test test-fast train clean bench-sb3
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml requirements-build.txt scripts/build_msgs.sh $(wildcard bitrl_msgs/CMakeLists.txt bitrl_msgs/package.xml bitrl_msgs/msg/*.msg bitrl_msgs/srv/*.srv)
+$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml requirements-build.txt scripts/build_msgs.sh $(wildcard bitrl_msgs/CMakeLists.txt bitrl_msgs/package.xml bitrl_msgs/msg/*.msg bitrl_msgs/srv/*.srv) $(wildcard bitrl_ros/backbone/engines/native/*.cpp bitrl_ros/backbone/engines/native/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
@@ -30,7 +30,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml requirement
 	@echo "set-up complete: $(VENV)"
 
 run: setup
-	$(VENV)/bin/bitrl train $(RUN_ARGS)
+	$(VENV)/bin/bitrl run $(RUN_ARGS)
 
 test: setup
 	@mkdir -p build/ros_log
@@ -44,3 +44,30 @@ bench-sb3: setup
 
 clean:
 	rm -rf build runs .pytest_cache
+
+# Native ternary kernels, C++ self-test (every ISA this CPU runs must match the scalar path bit for bit).
+# test-arm: the same test cross-compiled for ARMv8.0 (Raspberry Pi 4, Cortex-A72: NEON without dot product) and
+# run under qemu-aarch64 with a Cortex-A72 CPU model, so an instruction the Pi 4 lacks would fault.
+# Needs the Debian/Ubuntu packages g++-aarch64-linux-gnu and qemu-user.
+NK_DIR := bitrl_ros/backbone/engines/native
+NK_SRC := $(NK_DIR)/kernels.cpp $(NK_DIR)/kernels_x86.cpp $(NK_DIR)/kernels_neon.cpp $(NK_DIR)/tests/test_kernels.cpp
+AARCH64_CXX ?= aarch64-linux-gnu-g++
+QEMU_AARCH64 ?= qemu-aarch64
+
+.PHONY: test-arm test-native-cpp
+
+test-native-cpp:
+	@mkdir -p build/native
+	g++ -O2 -std=c++17 -Wall -Wextra $(NK_SRC) -o build/native/test_kernels
+	build/native/test_kernels
+
+test-arm:
+	@mkdir -p build/native
+	$(AARCH64_CXX) -O2 -static -march=armv8-a -std=c++17 -Wall -Wextra $(NK_SRC) -o build/native/test_kernels_arm
+	$(QEMU_AARCH64) -cpu cortex-a72 build/native/test_kernels_arm
+
+# Optional: llama-cpp-python (built from source, no llava) + gguf for bench/native_vs_llamacpp.py. Not part of setup.
+.PHONY: bench-setup
+bench-setup: setup
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" MAKEFLAGS=-j2 CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install --disable-pip-version-check --no-binary llama-cpp-python -r requirements-bench.txt

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 
 import yaml
@@ -60,6 +62,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bitrl_ros.runner import RunOptions, run, summary_rows
+
+    def stop(signum, frame):  # SIGTERM (docker stop, a supervisor) ends the run like Ctrl-C: summary, exit 130
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    console = Console()
+    opts = RunOptions(config=args.config, steps=args.steps, mode=args.mode, overrides=_parse_set(args.set),
+                      duration=args.duration, progress=not args.no_progress, namespace=args.namespace,
+                      executor=args.executor, threads=args.threads, log=console.print)
+    summary = run(opts)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    table = Table(title=f"bitrl run: {summary['env']} / {summary['mode']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary_rows(summary):
+        table.add_row(k, v)
+    console.print(table)
+    return 130 if summary.get("interrupted") else 0
+
+
 def cmd_list(args) -> int:
     from bitrl_ros.backbone import available_backbones
     from bitrl_ros.envs import list_envs
@@ -86,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.pooling=cls")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="run the ROS graph (bridge + agent nodes) in one process from a ROS 2 "
+                                     "parameter file, as `ros2 launch bitrl_ros sim.launch.py` would")
+    run.add_argument("--config", default="config/agent.yaml", help="ROS 2 parameter file (default: config/agent.yaml)")
+    run.add_argument("--steps", type=int, default=None, help="stop after this many env steps (sim_bridge.max_steps)")
+    run.add_argument("--mode", choices=("lockstep", "realtime"), default=None, help="override every node's mode")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                     help="override a parameter, e.g. --set policy_value.ppo.num_steps=512; without a node name "
+                          "(--set env=Acrobot-v1) it applies to every node that has the parameter")
+    run.add_argument("--executor", choices=("events", "multi"), default="events",
+                     help="events: rclpy EventsExecutor (default, measured fastest); multi: MultiThreadedExecutor")
+    run.add_argument("--threads", type=int, default=None, help="MultiThreadedExecutor threads (default: cores, >= 2)")
+    run.add_argument("--namespace", default=None, help="ROS namespace for every node (topics are relative)")
+    run.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="list registered envs and backbones")
     lst.set_defaults(func=cmd_list)

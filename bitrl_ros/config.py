@@ -28,6 +28,7 @@ class FeatureConfig:
     raw_skip: bool = False
     cache_size: int = 65536
     max_tokens: int = 64
+    engine: str = "auto"  # auto | torch | native (see bitrl_ros.backbone.engines)
 
 
 @dataclass
@@ -112,6 +113,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     _check_bool(where, "train.features.raw_skip", cfg.features.raw_skip)
     _check_int(where, "train.features.cache_size", cfg.features.cache_size, 0)
     _check_int(where, "train.features.max_tokens", cfg.features.max_tokens, 4, 512)
+    _check_choice(where, "train.features.engine", cfg.features.engine, ("auto", "torch", "native"))
     _check_bool(where, "train.normalize.features", cfg.normalize.features)
     _check_bool(where, "train.normalize.reward", cfg.normalize.reward)
     try:

@@ -85,10 +85,11 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
     ],
     "ternary_encoder": COMMON + [
         ParamSpec("backbone", "minilm-ternary-ptq", "backbone id or model dir (frozen)"),
-        ParamSpec("engine", "torch", "inference engine", choices=("torch",)),
+        ParamSpec("engine", "auto", "inference engine (auto: native when built and the backbone is ternary)",
+                  choices=("auto", "torch", "native")),
         ParamSpec("pooling", "mean", "token pooling", choices=("mean", "cls", "last")),
         ParamSpec("cache_size", 65536, "LRU embedding cache entries (0 disables)", 0, 10_000_000),
-        ParamSpec("threads", 1, "torch threads for the encoder", 1, 64),
+        ParamSpec("threads", 1, "encoder threads (torch, and the native engine's pool)", 1, 64),
     ],
     "policy_value": COMMON + [
         ParamSpec("seed", 0, "seed of the heads and of action sampling", 0, 2**31 - 1),
@@ -120,6 +121,8 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("rate_warn_hz", 38.0, "realtime: WARN when the achieved action rate falls below", 0.0, 1000.0),
         ParamSpec("latency_warn_ms", 20.0, "WARN when observation->action p50 latency exceeds", 0.0, 10000.0),
         ParamSpec("stale_after_s", 3.0, "STALE when a stage has published nothing for this long", 0.1, 3600.0),
+        ParamSpec("window_s", 5.0, "sliding window of the rate, period-deviation and latency statistics",
+                  0.5, 3600.0),
     ],
 }
 

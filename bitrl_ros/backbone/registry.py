@@ -6,9 +6,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
+from .engines import ENGINES, make_engine
 from .model_file import load_model
 from .teacher import load_teacher, ternarize_ptq
 from .tokenizer import Tokenizer
@@ -18,10 +18,15 @@ BACKBONE_IDS = ("minilm-fp32", "minilm-ternary-ptq", "mlp")
 
 
 class Backbone:
-    """A frozen text encoder: token ids -> one pooled float32 feature vector per sequence."""
+    """A frozen text encoder: token ids -> one pooled float32 feature vector per sequence.
+
+    ``engine`` runs the model: "torch" (the module itself), "native" (the C++ engine on the ternary kernels; only
+    for ternary models) or "auto" (native when the model is ternary and the extension is built, else torch).
+    ``engine_name`` says which one was picked; ``threads`` is the native engine's thread count.
+    """
 
     def __init__(self, backbone_id: str, model: nn.Module, tokenizer: Tokenizer,
-                 max_tokens: int = 64, cache_size: int = 65536):
+                 max_tokens: int = 64, cache_size: int = 65536, engine: str = "auto", threads: int = 1):
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.id = backbone_id
@@ -35,6 +40,8 @@ class Backbone:
         self._misses = 0
         max_pos = getattr(model.config, "max_position", None) or getattr(model.config, "max_position_embeddings")
         self._max_len = max_pos
+        self.engine = make_engine(self.model, tokenizer.pad_id, engine, threads=threads)
+        self.engine_name: str = self.engine.name
 
     def feature_dim(self, pooling: str = "mean") -> int:
         _check_pooling(pooling)
@@ -93,21 +100,7 @@ class Backbone:
             self._cache.popitem(last=False)
 
     def _run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.full((len(seqs), int(lengths.max())), self.tokenizer.pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-        with torch.inference_mode():
-            hidden = self.model(ids, attention_mask=mask)
-            if pooling == "mean":
-                m = mask[..., None].to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-            elif pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                pooled = hidden[torch.arange(len(seqs)), lengths - 1]
-        return pooled.float().numpy().copy()
+        return self.engine.run(seqs, pooling)
 
 
 def _check_pooling(pooling: str) -> None:
@@ -119,18 +112,24 @@ def available_backbones() -> list[str]:
     return list(BACKBONE_IDS)
 
 
-def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 64) -> Backbone | None:
-    """A Backbone by id, or from a model directory in our format; 'mlp' means no backbone (None)."""
+def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 64, engine: str = "auto",
+                  threads: int = 1) -> Backbone | None:
+    """A Backbone by id, or from a model directory in our format; 'mlp' means no backbone (None).
+
+    engine: "auto" | "torch" | "native" (see Backbone); threads: the native engine's thread count."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if backbone_id == "mlp":
         return None
+    kw = dict(max_tokens=max_tokens, cache_size=cache_size, engine=engine, threads=threads)
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
         model, tok = load_teacher()
         if backbone_id == "minilm-ternary-ptq":
             model = ternarize_ptq(model)
-        return Backbone(backbone_id, model, tok, max_tokens=max_tokens, cache_size=cache_size)
+        return Backbone(backbone_id, model, tok, **kw)
     if Path(backbone_id).is_dir():
         model, tok = load_model(backbone_id)
-        return Backbone(backbone_id, model, tok, max_tokens=max_tokens, cache_size=cache_size)
+        return Backbone(backbone_id, model, tok, **kw)
     raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
                      f"or the path of a model directory")
 

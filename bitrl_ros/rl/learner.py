@@ -172,6 +172,19 @@ class OnlineLearner:
         extra["reward_norm"] = self.reward_norm.state_dict() if self.reward_norm else None
         return extra
 
+    def save(self, checkpoint_dir: str | Path | None = None, timeout: float | None = None) -> Path:
+        """Write a checkpoint now (atomically) to checkpoint_dir or the learner's own; a running background
+        update is waited for first, so the saved heads, optimizers and counters belong together."""
+        path = Path(checkpoint_dir) if checkpoint_dir else self.checkpoint_dir
+        if path is None:
+            raise ValueError("no checkpoint directory given and the learner has none")
+        self.wait(timeout)
+        if self.updating:
+            raise TimeoutError("a PPO update is still running")
+        extra = self._extra()
+        extra["policy_version"] = self.ppo.num_updates
+        return save_checkpoint(path, self.ppo, extra)
+
     def load(self, checkpoint_dir: str | Path) -> dict:
         """Restore heads, optimizers, RNGs and normalizers; returns the caller's extra state."""
         extra = load_checkpoint(checkpoint_dir, self.ppo)

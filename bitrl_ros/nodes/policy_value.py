@@ -1,0 +1,464 @@
+"""policy_value: the actor-learner node. Joins `observation` (reward, done flags, raw values) with
+`encoded_state` (backbone features) by (episode, step), acts with the policy head and learns online with PPO
+through bitrl_ros.rl.learner.OnlineLearner; publishes `action` and `training_stats`.
+
+Timing: in lockstep every joined state is acted on as it arrives (the bridge waits for the action of step k);
+in realtime too, a fresh state is acted on as soon as it is joined (the pipeline's latency is the only delay
+between observation and action), while a wall-clock timer at control_rate_hz keeps the command stream alive:
+when no fresh state arrived for 1.5 control periods it repeats (holds) the last action, and after
+watchdog_periods it publishes the safe action until data returns. PPO updates run in
+the learner's worker thread, so acting never waits for learning.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import rclpy
+from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
+from bitrl_msgs.srv import SaveCheckpoint
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from bitrl_ros.envs import get_spec, make_env
+from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
+from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters
+from bitrl_ros.nodes.convert import ERROR, OK, WARN, copy_header, make_status, observation_to_array, to_float32_list
+from bitrl_ros.rl.checkpoint import STATE_FILE
+from bitrl_ros.rl.heads import clip_action
+from bitrl_ros.rl.learner import OnlineLearner
+from bitrl_ros.rl.ppo import PPOConfig
+from bitrl_ros.serialize import validate_observation
+
+NODE_NAME = "policy_value"
+HARDWARE_ID = "bitrl-agent"
+JOIN_CAPACITY = 64            # (episode, step) keys waiting for their other half
+RETURNS_KEPT = 10_000         # episode returns kept in checkpoints (the run summary needs no more)
+PPO_PARAMS = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+              "policy_lr", "value_lr", "gamma", "gae_lambda")
+
+
+def ppo_config_from_params(params: dict) -> PPOConfig:
+    """PPOConfig for one stream from the node's `ppo.*` parameters; cross-parameter errors name the parameter."""
+    try:
+        return PPOConfig(num_envs=1, **{k: params[f"ppo.{k}"] for k in PPO_PARAMS})
+    except ConfigError as exc:
+        raise ConfigError(f"{NODE_NAME}: invalid ppo.* parameters: {exc}") from None
+
+
+def env_action_space(env_id: str) -> gym.Space:
+    env = make_env(env_id, seed=0)
+    try:
+        return env.action_space
+    finally:
+        env.close()
+
+
+class PolicyValueNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = p = declare_parameters(self, NODE_NAME)
+        self.spec = get_spec(p["env"])
+        self.ppo_config = ppo_config_from_params(p)
+        self.action_space = env_action_space(p["env"])
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        self.realtime = p["mode"] == "realtime"
+        self.learn = p["learn"]
+        self.learner: OnlineLearner | None = None
+        self.feature_dim: int | None = None
+        self.restored: dict = {}  # what resume brought back (updates, global_step, episodes), empty if nothing
+
+        # Run statistics, read by the runner. Counters the worker thread reads are guarded by _lock.
+        self._lock = threading.Lock()
+        self.global_step = 0
+        self.episode_returns: list[float] = []
+        self.safe_actions = 0
+        self.invalid_count = 0
+        self.clipped_count = 0
+        self.held_count = 0
+        self.watchdog_trips = 0
+        self.actions_published = 0
+        self._current_episode: int | None = None
+        self._current_return = 0.0
+        self._returns_reported = 0  # len(episode_returns) at the last TrainingStats
+        self._last_stats_time = time.monotonic()
+        self._last_stats_step = 0
+
+        self._join: OrderedDict = OrderedDict()  # (episode, step) -> [Observation | None, EncodedState | None]
+        self._handled: OrderedDict = OrderedDict()  # keys already acted on or rejected (late halves ignored)
+        self._pending_key: tuple[int, int] | None = None  # state acted on, awaiting its reward
+        self._last_action: Action | None = None
+        self._last_input_diag = -math.inf
+        self._closing = False
+
+        self.action_pub = self.create_publisher(Action, "action", PIPELINE_QOS)
+        self.stats_pub = self.create_publisher(TrainingStats, "training_stats", STATS_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
+        self.create_subscription(EncodedState, "encoded_state", self._on_encoded, PIPELINE_QOS)
+        self.create_service(SaveCheckpoint, "save_checkpoint", self._on_save_checkpoint)
+
+        self.timer = None
+        if self.realtime:
+            self._period = 1.0 / p["control_rate_hz"]
+            self._last_fresh = -math.inf  # monotonic time of the newest fresh state
+            self._stale_ticks = 0
+            self._trip_ticks = 0
+            self._armed = False  # the watchdog starts with the first observation
+            self._tripped = False
+            self._ticks_per_diag = max(1, round(p["control_rate_hz"]))
+            period = 1.0 / p["control_rate_hz"]
+            self.timer = self.create_timer(period, self._on_tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"{p['env']} ({'discrete' if self.discrete else 'continuous'} actions), mode={p['mode']}, "
+            f"learn={self.learn}, rollout={self.ppo_config.num_steps}, checkpoints in {p['checkpoint_dir']}")
+
+    # -- statistics for the runner ------------------------------------------------------------------------------
+    @property
+    def episodes(self) -> int:
+        return len(self.episode_returns)
+
+    @property
+    def updates(self) -> int:
+        return self.learner.ppo.num_updates if self.learner is not None else self.restored.get("updates", 0)
+
+    @property
+    def rollouts_dropped(self) -> int:
+        return self.learner.rollouts_dropped if self.learner is not None else 0
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop acting and wait (bounded) for a running PPO update; its checkpoint is written atomically, so a
+        save cut short leaves the previous checkpoint in place."""
+        self._closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.learner is not None:
+            self.learner.wait(timeout)
+            if self.learner.updating:
+                self.get_logger().warning(f"a PPO update was still running after {timeout:.0f} s; not waiting")
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+    def _on_observation(self, msg: Observation) -> None:
+        if self._closing:
+            return
+        key = (int(msg.episode), int(msg.step))
+        if key in self._handled:
+            return  # a duplicate
+        self._bookkeep(msg)
+        try:
+            validate_observation(observation_to_array(msg), self.spec)
+            if not math.isfinite(msg.reward):
+                raise InvalidObservation(f"observation field 'reward' is {msg.reward}")
+        except InvalidObservation as exc:
+            # Handled now, not at the join: the serializer drops invalid observations, so no encoding follows.
+            self._reject(msg, str(exc))
+            return
+        self._add_half(key, 0, msg)
+
+    def _on_encoded(self, msg: EncodedState) -> None:
+        if self._closing:
+            return
+        key = (int(msg.episode), int(msg.step))
+        if key not in self._handled:
+            self._add_half(key, 1, msg)
+
+    def _add_half(self, key, index: int, msg) -> None:
+        halves = self._join.setdefault(key, [None, None])
+        halves[index] = msg
+        if halves[0] is None or halves[1] is None:
+            while len(self._join) > JOIN_CAPACITY:
+                self._join.popitem(last=False)
+            return
+        del self._join[key]
+        self._mark_handled(key)
+        obs, enc = halves
+        try:
+            features = self._features(obs, enc)
+        except InvalidObservation as exc:
+            self._reject(obs, str(exc))
+            return
+        if self.realtime:
+            self._act_on_fresh(("ok", obs, features))
+        else:
+            self._step(obs, features)
+
+    def _mark_handled(self, key) -> None:
+        self._handled[key] = True
+        while len(self._handled) > JOIN_CAPACITY:
+            self._handled.popitem(last=False)
+
+    def _features(self, obs: Observation, enc: EncodedState) -> np.ndarray:
+        embedding = np.asarray(enc.embedding, dtype=np.float32)
+        if not np.isfinite(embedding).all():
+            i = int(np.flatnonzero(~np.isfinite(embedding))[0])
+            raise InvalidObservation(f"encoded_state field 'embedding' (index {i}) is {embedding[i]}")
+        parts = [embedding]
+        if self.params["raw_skip"] or embedding.size == 0:
+            parts.append(observation_to_array(obs).astype(np.float32))
+        features = np.concatenate(parts)
+        if self.feature_dim is None:
+            self._build_learner(features.size)
+        elif features.size != self.feature_dim:
+            raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, giving "
+                                     f"{features.size} features where the heads take {self.feature_dim}")
+        return features
+
+    def _bookkeep(self, msg: Observation) -> None:
+        """Env steps and undiscounted episode returns, straight from the bridge's observations."""
+        episode = int(msg.episode)
+        with self._lock:
+            if episode != self._current_episode:
+                self._current_episode, self._current_return = episode, 0.0
+            if msg.step > 0:
+                self.global_step += 1
+                if math.isfinite(msg.reward):
+                    self._current_return += float(msg.reward)
+            if msg.terminated or msg.truncated:
+                self.episode_returns.append(self._current_return)
+                self._current_episode = None
+
+    # -- the learner --------------------------------------------------------------------------------------------
+    def _build_learner(self, feature_dim: int) -> None:
+        p = self.params
+        self.feature_dim = feature_dim
+        self.learner = OnlineLearner(
+            feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
+            normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
+            checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
+            extra_state=self._extra_state, on_update=self._on_update)
+        ckpt = Path(p["checkpoint_dir"])
+        aside = ckpt.parent / f".{ckpt.name}.previous"  # a save that died between its renames (see checkpoint.py)
+        if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
+            try:
+                extra = self.learner.load(ckpt)
+            except BitrlError as exc:
+                self.get_logger().fatal(str(exc))
+                raise
+            with self._lock:
+                self.global_step += int(extra.get("global_step", 0))
+                self.episode_returns[:0] = [float(r) for r in extra.get("episode_returns", [])]
+                self._returns_reported = len(self.episode_returns)
+                self._last_stats_step = self.global_step
+            self.restored = {"updates": self.learner.ppo.num_updates, "global_step": int(extra.get("global_step", 0)),
+                             "episodes": int(extra.get("episodes", 0))}
+            self.get_logger().info(f"resumed from {ckpt}: {self.restored['updates']} updates, global step "
+                                   f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
+        self.get_logger().info(f"heads built: {feature_dim} features -> {self.action_space}")
+
+    def _extra_state(self) -> dict:
+        with self._lock:
+            return {"global_step": self.global_step, "episodes": len(self.episode_returns),
+                    "episode_returns": self.episode_returns[-RETURNS_KEPT:]}
+
+    def _on_update(self, stats: dict) -> None:
+        """Runs in the learner's worker thread after each update (and its checkpoint)."""
+        now = time.monotonic()
+        with self._lock:
+            fresh = self.episode_returns[self._returns_reported:] or self.episode_returns[-10:]
+            self._returns_reported = len(self.episode_returns)
+            sps = (self.global_step - self._last_stats_step) / max(now - self._last_stats_time, 1e-9)
+            self._last_stats_time, self._last_stats_step = now, self.global_step
+            global_step, episodes = self.global_step, len(self.episode_returns)
+        msg = TrainingStats(update=int(stats["num_updates"]), global_step=global_step, episodes=episodes)
+        for field in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm",
+                      "explained_variance", "update_ms"):
+            setattr(msg, field, float(stats[field]))
+        msg.mean_return = float(np.mean(fresh)) if fresh else float("nan")
+        msg.steps_per_second = float(sps)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        try:
+            self.stats_pub.publish(msg)
+        except Exception as exc:  # the context may be shutting down under a late update
+            if not self._closing:
+                self.get_logger().warning(f"could not publish training_stats: {exc}")
+
+    # -- acting -------------------------------------------------------------------------------------------------
+    def _step(self, obs: Observation, features: np.ndarray) -> Action | None:
+        """Record the transition that led to this state, then act on it (unless it is terminal)."""
+        learner = self.learner
+        key = (int(obs.episode), int(obs.step))
+        terminal = obs.terminated or obs.truncated
+        if self._pending_key is not None:
+            if self.learn and self._pending_key == (key[0], key[1] - 1):
+                final = learner.normalize(features[None], update=False) if obs.truncated else None
+                learner.record([obs.reward], [obs.terminated], [obs.truncated], final_features=final)
+            else:
+                learner.discard_pending()  # a state went missing in between: the transition is unknown
+            self._pending_key = None
+        if terminal:
+            return None  # the bridge resets without waiting for an action
+        x = learner.normalize(features[None], update=self.learn)
+        if self.learn:
+            learner.update_if_ready(x)
+        actions, log_probs, values = learner.act(x, deterministic=not self.learn, learn=self.learn)
+        if self.learn:
+            self._pending_key = key
+        msg = copy_header(obs, Action())
+        msg.log_prob, msg.value = float(log_probs[0]), float(values[0])
+        msg.policy_version = int(learner.policy_version)
+        self._fill_action(msg, actions[0])
+        return self._publish(msg)
+
+    def _fill_action(self, msg: Action, action) -> None:
+        if self.discrete:
+            msg.discrete = int(action)
+            return
+        raw = np.asarray(action, dtype=np.float32)
+        clipped = clip_action(raw, self.action_space)
+        if not np.array_equal(clipped, raw):
+            self.clipped_count += 1
+        msg.continuous = to_float32_list(clipped)
+
+    def _safe_action(self, src) -> Action:
+        if self.params["safe_action"] == "hold" and self._last_action is not None:
+            last = self._last_action
+            msg = Action(discrete=last.discrete, continuous=last.continuous)
+        else:
+            msg = Action()
+            if self.discrete:
+                msg.discrete = int(self.action_space.start)
+            else:
+                zero = np.zeros(self.action_space.shape, dtype=np.float32)
+                msg.continuous = to_float32_list(clip_action(zero, self.action_space))
+        if src is not None:
+            copy_header(src, msg)
+        elif self._last_action is not None:
+            copy_header(self._last_action, msg)
+        msg.safe_action = True
+        msg.policy_version = int(self.learner.policy_version) if self.learner is not None else 0
+        self.safe_actions += 1
+        return msg
+
+    def _publish(self, msg: Action) -> Action:
+        self.action_pub.publish(msg)
+        self.actions_published += 1
+        if not msg.safe_action:
+            self._last_action = msg
+        return msg
+
+    def _reject(self, obs: Observation, reason: str) -> None:
+        """Invalid input: count, WARN (naming the field), drop the open transition, answer with the safe action."""
+        self.invalid_count += 1
+        self._mark_handled((int(obs.episode), int(obs.step)))
+        self._join.pop((int(obs.episode), int(obs.step)), None)
+        self.get_logger().warning(f"rejected episode {obs.episode} step {obs.step}: {reason}",
+                                  throttle_duration_sec=1.0)
+        now = time.monotonic()
+        if now - self._last_input_diag >= 0.5:
+            self._last_input_diag = now
+            self._diagnose("input", WARN, reason, {"invalid inputs": self.invalid_count,
+                                                   "episode": int(obs.episode), "step": int(obs.step)})
+        self._drop_pending()
+        if obs.terminated or obs.truncated:
+            return
+        if self.realtime:
+            self._act_on_fresh(("invalid", obs))
+        else:
+            self._publish(self._safe_action(obs))
+
+    def _drop_pending(self) -> None:
+        if self.learner is not None:
+            self.learner.discard_pending()
+        self._pending_key = None
+
+    def _diagnose(self, component: str, level: int, message: str, values: dict) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [make_status(f"{NODE_NAME}: {component}", level, message, HARDWARE_ID, values)]
+        self.diag_pub.publish(arr)
+
+    # -- realtime -----------------------------------------------------------------------------------------------
+    def _act_on_fresh(self, fresh) -> None:
+        """Realtime: act on a newly joined (or rejected) state right away; the timer only fills gaps."""
+        self._last_fresh = time.monotonic()
+        self._armed = True
+        self._stale_ticks = 0
+        if self._tripped:
+            self._tripped = False
+            self.get_logger().info("observations are back; watchdog cleared")
+            self._diagnose("watchdog", OK, "fresh observations", {"trips": self.watchdog_trips})
+        if fresh[0] == "invalid":
+            self._publish(self._safe_action(fresh[1]))
+        else:
+            self._step(fresh[1], fresh[2])
+
+    def _on_tick(self) -> None:
+        if self._closing:
+            return
+        # Fed by arrivals within the last 1.5 periods: the actions already went out, nothing to fill in.
+        stale_periods = (time.monotonic() - self._last_fresh) / self._period
+        if stale_periods < 1.5 or not self._armed:
+            return  # (not armed: nothing ever arrived, nothing to act on or to watch yet)
+        self._stale_ticks = int(stale_periods)
+        if self._stale_ticks < self.params["watchdog_periods"]:
+            self._hold()
+            return
+        if not self._tripped:
+            self._tripped = True
+            self._trip_ticks = 0
+            self.watchdog_trips += 1
+            self._drop_pending()
+            self.get_logger().error(f"watchdog: no fresh observation for {self._stale_ticks} control periods; "
+                                    f"publishing the safe action ({self.params['safe_action']})")
+        if self._trip_ticks % self._ticks_per_diag == 0:
+            self._diagnose("watchdog", ERROR, f"no fresh observation for {self._stale_ticks} control periods",
+                           {"stale periods": self._stale_ticks, "trips": self.watchdog_trips,
+                            "safe action": self.params["safe_action"]})
+        self._trip_ticks += 1
+        self._publish(self._safe_action(None))
+
+    def _hold(self) -> None:
+        if self._last_action is not None:
+            self.held_count += 1
+            self.action_pub.publish(self._last_action)
+            self.actions_published += 1
+
+    # -- services -----------------------------------------------------------------------------------------------
+    def _on_save_checkpoint(self, request, response):
+        target = request.path or self.params["checkpoint_dir"]
+        if self.learner is None:
+            response.success, response.message = False, "no state received yet: the heads do not exist"
+            return response
+        try:
+            response.path = str(self.learner.save(target, timeout=10.0))
+            response.success = True
+            self.get_logger().info(f"checkpoint written to {response.path}")
+        except (OSError, TimeoutError, ValueError) as exc:
+            response.success, response.message = False, f"{target}: {exc}"
+            self.get_logger().error(f"save_checkpoint failed: {response.message}")
+        return response
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PolicyValueNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (ConfigError, BitrlError) as exc:
+        text = str(exc)
+        print(text if text.startswith(NODE_NAME) else f"{NODE_NAME}: {text}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""state_serializer: Observation -> SerializedState (text + token ids), with the library's TextStage.
+
+Invalid observations (NaN/Inf, wrong length, empty) are refused with a WARN naming the field and counted;
+nothing is published for them, so the policy holds its safe action for that step. Terminal observations are
+serialized like any other: the policy needs their features to bootstrap truncated episodes.
+"""
+from __future__ import annotations
+
+import rclpy
+from bitrl_msgs.msg import Observation, SerializedState
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from bitrl_ros.backbone import load_tokenizer
+from bitrl_ros.envs import get_spec
+from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
+from bitrl_ros.features import TextStage
+from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters
+from bitrl_ros.nodes.convert import copy_header, observation_to_array, to_int32_list
+from bitrl_ros.serialize import get_serializer
+
+
+class _NoTokenizer:
+    """Backbone "mlp" has no tokenizer: the text is still published (for logs and bags), with no token ids."""
+
+    truncated_count = 0
+
+    def encode_batch(self, texts, max_tokens=None):
+        return [[] for _ in texts]
+
+    def count_tokens(self, text):
+        return 0
+
+
+class StateSerializerNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("state_serializer", **node_kwargs)
+        self.params = p = declare_parameters(self, "state_serializer")
+        try:
+            spec = get_spec(p["env"])
+            serializer = get_serializer(p["env"], p["format"], None if p["precision"] < 0 else p["precision"])
+            tokenizer = load_tokenizer(p["backbone"]) or _NoTokenizer()
+        except ValueError as exc:  # unknown backbone id / model dir without a tokenizer
+            raise ConfigError(f"state_serializer: invalid parameter 'backbone' = {p['backbone']!r} ({exc})") from None
+        self.tokenizer = tokenizer
+        self.stage = TextStage(spec, serializer, tokenizer, p["max_tokens"])
+        self.obs_dim = spec.obs_dim
+
+        self.published_count = 0
+        self.invalid_count = 0         # observations refused (NaN/Inf, wrong length, empty)
+        self.truncated_count = 0       # states whose token ids were cut to max_tokens
+        self.truncated_tokens_total = 0
+        self.last_invalid_reason = ""
+
+        self.pub = self.create_publisher(SerializedState, "serialized_state", PIPELINE_QOS)
+        self.sub = self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
+        self.get_logger().info(f"serializing {p['env']} observations as {p['format']} text for backbone "
+                               f"{p['backbone']} (token budget {p['max_tokens']})")
+
+    def _on_observation(self, msg: Observation) -> None:
+        try:
+            _, texts, ids = self.stage(observation_to_array(msg).reshape(1, -1))
+        except InvalidObservation as exc:
+            self.invalid_count += 1
+            self.last_invalid_reason = str(exc)
+            self.get_logger().warning(f"episode {msg.episode} step {msg.step}: {exc}; refused "
+                                   f"({self.invalid_count} so far)", throttle_duration_sec=1.0)
+            return
+        text, token_ids = texts[0], ids[0]
+        out = copy_header(msg, SerializedState())
+        out.text = text
+        out.token_ids = to_int32_list(token_ids)
+        cut = 0
+        if self.tokenizer.truncated_count > self.truncated_count:  # the tokenizer counts the texts it cut
+            self.truncated_count = self.tokenizer.truncated_count
+            cut = max(self.tokenizer.count_tokens(text) - len(token_ids), 0)
+            self.truncated_tokens_total += cut
+        out.truncated_tokens = cut
+        self.pub.publish(out)
+        self.published_count += 1
+
+    def stats(self) -> dict:
+        return {"published": self.published_count, "invalid": self.invalid_count,
+                "truncated": self.truncated_count, "truncated_tokens": self.truncated_tokens_total}
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = StateSerializerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (ConfigError, BitrlError) as exc:
+        print(exc)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

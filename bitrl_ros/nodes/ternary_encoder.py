@@ -1,0 +1,96 @@
+"""ternary_encoder: SerializedState -> EncodedState, the frozen backbone's pooled features of one state.
+
+The backbone is loaded once at start-up. Identical token sequences hit the backbone's LRU cache (the backbone
+is frozen, so the features are the same); cache_hit says whether the cache answered. Backbone "mlp" has no
+encoder: an empty embedding is published and the policy uses the raw observation.
+"""
+from __future__ import annotations
+
+import time
+
+import rclpy
+import torch
+from bitrl_msgs.msg import EncodedState, SerializedState
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from bitrl_ros.backbone import load_backbone
+from bitrl_ros.errors import BitrlError, ConfigError
+from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters
+from bitrl_ros.nodes.convert import copy_header, to_float32_list
+from bitrl_ros.telemetry import SampleWindow
+
+# The encoder accepts any sequence the serializer's budget (<= 512) allows; positions are checked by the model.
+MAX_TOKENS = 512
+
+
+class TernaryEncoderNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("ternary_encoder", **node_kwargs)
+        self.params = p = declare_parameters(self, "ternary_encoder")
+        torch.set_num_threads(p["threads"])
+        t0 = time.perf_counter()
+        try:
+            self.backbone = load_backbone(p["backbone"], cache_size=p["cache_size"], max_tokens=MAX_TOKENS,
+                                          engine=p["engine"], threads=p["threads"])
+        except ValueError as exc:
+            raise ConfigError(f"ternary_encoder: invalid parameter 'backbone' = {p['backbone']!r} ({exc})") from None
+        self.load_s = time.perf_counter() - t0
+        self.pooling = p["pooling"]
+        self.backbone_id = p["backbone"]
+        self.feature_dim = 0 if self.backbone is None else self.backbone.feature_dim(self.pooling)
+
+        self.encode_ms = SampleWindow(1000)  # wall time of recent encode calls (cache hits included)
+        self.published_count = 0
+        self.error_count = 0                 # states that could not be encoded (e.g. empty token ids)
+
+        self.pub = self.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
+        self.sub = self.create_subscription(SerializedState, "serialized_state", self._on_state, PIPELINE_QOS)
+        self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s)) "
+                               f"loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
+                               f"pooling {self.pooling}, cache {p['cache_size']} entries")
+
+    def _on_state(self, msg: SerializedState) -> None:
+        out = copy_header(msg, EncodedState())
+        out.backbone_id = self.backbone_id
+        if self.backbone is not None:
+            hits = self.backbone.cache_stats()["hits"]
+            t0 = time.perf_counter()
+            try:
+                feats = self.backbone.encode_tokens([msg.token_ids.tolist()], self.pooling)
+            except ValueError as exc:  # empty or over-long token ids: a serializer/encoder mismatch
+                self.error_count += 1
+                self.get_logger().warning(f"episode {msg.episode} step {msg.step}: cannot encode ({exc}); dropped "
+                                       f"({self.error_count} so far)", throttle_duration_sec=1.0)
+                return
+            ms = (time.perf_counter() - t0) * 1e3
+            out.embedding = to_float32_list(feats[0])
+            out.encode_ms = ms
+            out.cache_hit = self.backbone.cache_stats()["hits"] > hits
+            self.encode_ms.add(ms)
+        self.pub.publish(out)
+        self.published_count += 1
+
+    def cache_stats(self) -> dict:
+        """hits, misses, hit_rate, size of the backbone's embedding cache ({} for backbone "mlp")."""
+        return {} if self.backbone is None else self.backbone.cache_stats()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TernaryEncoderNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (ConfigError, BitrlError) as exc:
+        print(exc)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

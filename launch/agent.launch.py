@@ -1,0 +1,57 @@
+"""The agent: state_serializer -> ternary_encoder -> policy_value, plus diagnostics_monitor; one process per node.
+
+The robot driver (or sim.launch.py's sim_bridge) supplies `observation` and consumes `action`.
+
+    ros2 launch bitrl_ros agent.launch.py mode:=realtime
+    ros2 launch bitrl_ros agent.launch.py config:=/path/to/agent.yaml env:=Hopper-v5 backbone:=minilm-fp32
+
+Launch arguments left empty keep the parameter file's values; `bitrl run` starts the same nodes from the same
+file in one process.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "bitrl_ros"
+AGENT_NODES = ("state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
+BACKBONE_NODES = ("state_serializer", "ternary_encoder")  # the nodes that have a `backbone` parameter
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _agent_nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context)
+           for name in ("config", "mode", "env", "backbone", "use_sim_time", "learn")}
+    nodes = []
+    for name in AGENT_NODES:
+        overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}
+        for key in ("mode", "env"):
+            if arg[key]:
+                overrides[key] = arg[key]
+        if arg["backbone"] and name in BACKBONE_NODES:
+            overrides["backbone"] = arg["backbone"]
+        if arg["learn"] and name == "policy_value":
+            overrides["learn"] = _truthy(arg["learn"])
+        nodes.append(Node(package=PACKAGE, executable=name, name=name, output="screen",
+                          parameters=[arg["config"], overrides]))
+    return nodes
+
+
+def generate_launch_description():
+    default_config = os.path.join(get_package_share_directory(PACKAGE), "config", "agent.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=default_config, description="ROS 2 parameter file"),
+        DeclareLaunchArgument("mode", default_value="", description="lockstep | realtime (empty: from config)"),
+        DeclareLaunchArgument("env", default_value="", description="environment id (empty: from config)"),
+        DeclareLaunchArgument("backbone", default_value="",
+                              description="backbone id or model dir (empty: from config)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (lockstep sim)"),
+        DeclareLaunchArgument("learn", default_value="", description="policy_value.learn (empty: from config)"),
+        OpaqueFunction(function=_agent_nodes),
+    ])

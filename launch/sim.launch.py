@@ -1,0 +1,48 @@
+"""Simulation: sim_bridge (a gymnasium env on the graph) plus the agent from agent.launch.py.
+
+    ros2 launch bitrl_ros sim.launch.py                      # lockstep on sim time, CartPole-v1
+    ros2 launch bitrl_ros sim.launch.py mode:=realtime env:=Hopper-v5
+
+In lockstep the bridge publishes /clock and every agent node runs with use_sim_time:=true. This is the graph
+`bitrl run --config config/agent.yaml` builds in one process.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from bitrl_ros.params import read_ros_params
+
+PACKAGE = "bitrl_ros"
+
+
+def _sim(context):
+    share = get_package_share_directory(PACKAGE)
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ("config", "mode", "env", "backbone")}
+    mode = arg["mode"] or read_ros_params(arg["config"])["sim_bridge"].get("mode", "lockstep")
+    bridge_overrides = {"mode": mode, "use_sim_time": False}  # the bridge is the clock
+    if arg["env"]:
+        bridge_overrides["env"] = arg["env"]
+    agent = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, "launch", "agent.launch.py")),
+        launch_arguments={"config": arg["config"], "mode": mode, "env": arg["env"], "backbone": arg["backbone"],
+                          "use_sim_time": "true" if mode == "lockstep" else "false"}.items())
+    bridge = Node(package=PACKAGE, executable="sim_bridge", name="sim_bridge", output="screen",
+                  parameters=[arg["config"], bridge_overrides])
+    return [bridge, agent]
+
+
+def generate_launch_description():
+    default_config = os.path.join(get_package_share_directory(PACKAGE), "config", "agent.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=default_config, description="ROS 2 parameter file"),
+        DeclareLaunchArgument("mode", default_value="", description="lockstep | realtime (empty: from config)"),
+        DeclareLaunchArgument("env", default_value="", description="environment id (empty: from config)"),
+        DeclareLaunchArgument("backbone", default_value="",
+                              description="backbone id or model dir (empty: from config)"),
+        OpaqueFunction(function=_sim),
+    ])

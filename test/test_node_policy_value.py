@@ -1,0 +1,279 @@
+"""policy_value over real rclpy + DDS (localhost): a driver node plays bridge + encoder, publishing Observation and
+EncodedState pairs, and listens to action, training_stats and /diagnostics."""
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+try:
+    from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
+    from bitrl_msgs.srv import SaveCheckpoint
+except ImportError as exc:
+    raise ImportError(f"bitrl_msgs is not built into this environment ({exc}): run scripts/build_msgs.sh") from exc
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from bitrl_ros.envs import make_env
+from bitrl_ros.errors import ConfigError
+from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS
+from bitrl_ros.nodes.convert import ERROR, OK, WARN, status_level
+from bitrl_ros.nodes.policy_value import PolicyValueNode
+
+SMALL_PPO = {"ppo.num_steps": 64, "ppo.minibatch_size": 32, "ppo.update_epochs": 2}
+WAIT_S = 15.0
+_EMBED = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+
+
+def wait_for(pred, timeout=WAIT_S, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _spin(node, context):
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return executor, thread
+
+
+class Harness:
+    """policy_value and a driver node, each with its own rclpy Context and executor thread."""
+
+    def __init__(self, namespace, params):
+        self.ns = namespace
+        self.node_ctx, self.drv_ctx = rclpy.Context(), rclpy.Context()
+        rclpy.init(context=self.node_ctx)
+        rclpy.init(context=self.drv_ctx)
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        self.node = PolicyValueNode(context=self.node_ctx, namespace=namespace, parameter_overrides=overrides)
+        self.drv = Node("driver", namespace=namespace, context=self.drv_ctx)
+        self.obs_pub = self.drv.create_publisher(Observation, "observation", PIPELINE_QOS)
+        self.enc_pub = self.drv.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
+        self.actions, self.stats, self.statuses = [], [], []
+        self.drv.create_subscription(Action, "action", self.actions.append, PIPELINE_QOS)
+        self.drv.create_subscription(TrainingStats, "training_stats", self.stats.append, STATS_QOS)
+        self.drv.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
+        self.save_client = self.drv.create_client(SaveCheckpoint, "save_checkpoint")
+        self._spins = [_spin(self.node, self.node_ctx), _spin(self.drv, self.drv_ctx)]
+        wait_for(lambda: self.obs_pub.get_subscription_count() >= 1 and self.enc_pub.get_subscription_count() >= 1
+                 and self.node.action_pub.get_subscription_count() >= 1, what="discovery")
+
+    def _on_diag(self, msg):
+        self.statuses += [s for s in msg.status if s.name.startswith("policy_value:")]
+
+    def send(self, episode, step, values, reward=0.0, terminated=False, truncated=False, embedding=None):
+        values = np.asarray(values, dtype=np.float32)
+        if embedding is None:
+            embedding = np.tanh(_EMBED @ np.nan_to_num(values[:4]))
+        obs = Observation(episode=episode, step=step, values=values.tolist(), reward=float(reward),
+                          terminated=terminated, truncated=truncated)
+        obs.header.frame_id = "test"
+        obs.header.stamp.sec = step
+        enc = EncodedState(episode=episode, step=step, embedding=np.asarray(embedding, np.float32).tolist())
+        enc.header = obs.header
+        self.obs_pub.publish(obs)
+        self.enc_pub.publish(enc)
+
+    def action_for(self, episode, step):
+        def find():
+            return next((a for a in self.actions if (a.episode, a.step) == (episode, step)), None)
+        wait_for(lambda: find() is not None, what=f"action for episode {episode} step {step}")
+        return find()
+
+    def close(self):
+        self.node.shutdown()
+        for (executor, thread), ctx in zip(self._spins, (self.node_ctx, self.drv_ctx)):
+            executor.shutdown(timeout_sec=2.0)
+            thread.join(2.0)
+        self.node.destroy_node()
+        self.drv.destroy_node()
+        self.node_ctx.shutdown()
+        self.drv_ctx.shutdown()
+
+
+@pytest.fixture
+def harness():
+    made = []
+
+    def make(namespace, **params):
+        h = Harness(namespace, params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def run_cartpole(h, transitions, stop=lambda: False):
+    """Drive CartPole in lockstep through the node: step k waits for the action of step k. Returns (terminal
+    keys, last key sent)."""
+    env = make_env("CartPole-v1", seed=1)
+    obs, _ = env.reset(seed=1)
+    episode, step, reward, terminals = 0, 0, 0.0, []
+    for _ in range(transitions):
+        h.send(episode, step, obs, reward)
+        action = h.action_for(episode, step)
+        assert not action.safe_action and action.header.frame_id == "test" and action.header.stamp.sec == step
+        obs, reward, terminated, truncated, _ = env.step(action.discrete)
+        step += 1
+        if terminated or truncated:
+            h.send(episode, step, obs, reward, terminated, truncated)
+            terminals.append((episode, step))
+            episode, step, reward = episode + 1, 0, 0.0
+            obs, _ = env.reset()
+        if stop():
+            break
+    h.send(episode, step, obs, reward)
+    h.action_for(episode, step)  # actions arrive in order: a terminal's action would have come before this
+    return terminals
+
+
+@pytest.mark.slow
+def test_lockstep_learns_checkpoints_and_resumes(harness, tmp_path):
+    ckpt = tmp_path / "checkpoint"
+    h = harness("t_pv_lockstep", checkpoint_dir=str(ckpt), **SMALL_PPO)
+    terminals = run_cartpole(h, 200, stop=lambda: bool(h.stats))
+    assert terminals, "CartPole with an untrained policy ends episodes within 200 steps"
+    assert not any((a.episode, a.step) in terminals for a in h.actions)
+    wait_for(lambda: h.stats, what="TrainingStats")
+    stats = h.stats[0]
+    assert stats.update == 1 and stats.global_step >= 64 and np.isfinite(stats.policy_loss)
+    assert stats.episodes >= 1 and np.isfinite(stats.mean_return) and stats.update_ms > 0
+    assert (ckpt / "state.json").is_file()
+    assert h.node.updates >= 1 and h.node.episodes == len(terminals) and h.node.safe_actions == 0
+    wait_for(lambda: not h.node.learner.updating, what="the update thread to finish")
+
+    saved = json.loads((ckpt / "state.json").read_text())
+    h2 = harness("t_pv_resume", checkpoint_dir=str(ckpt), resume=True, **SMALL_PPO)
+    h2.send(7, 0, [0.0, 0.0, 0.01, 0.0])
+    h2.action_for(7, 0)
+    assert h2.node.restored["updates"] == saved["num_updates"] >= 1
+    assert h2.node.updates == saved["num_updates"]
+    assert h2.node.global_step == saved["extra"]["global_step"] >= 64
+    assert h2.node.episodes == saved["extra"]["episodes"]
+
+
+def test_invalid_observation_gets_safe_action_and_never_reaches_learner(harness, tmp_path):
+    h = harness("t_pv_invalid", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    good = [0.01, 0.0, 0.02, 0.0]
+    for step in range(2):
+        h.send(0, step, good, reward=1.0 * step)
+        assert not h.action_for(0, step).safe_action
+    assert h.node.learner.buffer.step == 1
+    h.send(0, 2, [0.01, 0.0, float("nan"), 0.0], reward=1.0)
+    bad = h.action_for(0, 2)
+    assert bad.safe_action and bad.discrete == 0
+    wait_for(lambda: any(status_level(s) == WARN and s.name == "policy_value: input" for s in h.statuses),
+             what="WARN diagnostic")
+    warn = next(s for s in h.statuses if s.name == "policy_value: input")
+    assert "theta" in warn.message
+    assert h.node.invalid_count == 1 and h.node.safe_actions == 1
+    # The transition into the invalid state and the one out of it are both dropped.
+    for step in (3, 4):
+        h.send(0, step, good, reward=1.0)
+        assert not h.action_for(0, step).safe_action
+    assert h.node.learner.buffer.step == 2
+    # Non-finite embeddings are invalid input too; the transition 4 -> 5 is dropped with it.
+    h.send(0, 5, good, reward=1.0, embedding=[float("inf")] + [0.0] * 7)
+    assert h.action_for(0, 5).safe_action
+    assert h.node.invalid_count == 2 and h.node.learner.buffer.step == 2
+
+
+@pytest.mark.slow
+def test_realtime_watchdog_trips_and_recovers(harness, tmp_path):
+    h = harness("t_pv_realtime", mode="realtime", control_rate_hz=40.0, watchdog_periods=3,
+                checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    rng = np.random.default_rng(0)
+    step = 0
+
+    def stream(seconds):
+        nonlocal step
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            h.send(0, step, rng.uniform(-0.05, 0.05, 4), reward=1.0)
+            step += 1
+            time.sleep(0.025)
+
+    stream(0.5)
+    first_steps = step
+    assert any(not a.safe_action for a in h.actions)
+    n_before = len(h.actions)
+    time.sleep(0.5)  # 20 control periods without data
+    silent = h.actions[n_before:]
+    assert len(silent) >= 10, "the timer keeps publishing while the data is gone"
+    assert silent[-1].safe_action and silent[-1].discrete == 0
+    wait_for(lambda: any(status_level(s) == ERROR and s.name == "policy_value: watchdog" for s in h.statuses),
+             what="ERROR watchdog diagnostic")
+    assert h.node.watchdog_trips >= 1
+    n_silent = len(h.actions)
+    stream(0.5)
+    resumed = h.actions[n_silent:]
+    assert any(not a.safe_action and a.step >= first_steps for a in resumed)
+    wait_for(lambda: any(status_level(s) == OK and s.name == "policy_value: watchdog" for s in h.statuses),
+             what="OK watchdog diagnostic")
+    assert h.node.watchdog_trips >= 1 and h.node.held_count >= 1  # holds fill [1.5, 3) periods: one or two ticks
+
+
+def test_continuous_actions_clipped_and_save_checkpoint(harness, tmp_path):
+    # Backbone-free mode: empty embedding, the raw 11-dim Hopper observation is the feature vector.
+    h = harness("t_pv_hopper", env="Hopper-v4", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        h.send(0, step, rng.standard_normal(11), reward=0.5, embedding=[])
+        a = h.action_for(0, step)
+        assert len(a.continuous) == 3 and not a.safe_action
+        assert all(-1.0 <= v <= 1.0 for v in a.continuous)
+    # Initial std 1 around a ~0 mean: 36 samples all inside [-1, 1] has probability ~1e-6.
+    assert h.node.clipped_count > 0
+    assert h.node.feature_dim == 11
+
+    assert h.save_client.wait_for_service(timeout_sec=WAIT_S)
+    future = h.save_client.call_async(SaveCheckpoint.Request(path=str(tmp_path / "manual")))
+    wait_for(future.done, what="save_checkpoint response")
+    resp = future.result()
+    assert resp.success, resp.message
+    assert resp.path == str(tmp_path / "manual") and (tmp_path / "manual" / "state.json").is_file()
+    state = json.loads((tmp_path / "manual" / "state.json").read_text())
+    assert state["feature_dim"] == 11 and state["extra"]["global_step"] == 11
+
+
+def test_evaluation_mode_is_greedy_and_learns_nothing(harness, tmp_path):
+    h = harness("t_pv_eval", learn=False, checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    state = [0.01, -0.2, 0.03, 0.1]
+    for step in range(6):
+        h.send(0, step, state, reward=1.0)
+        h.action_for(0, step)
+    picked = {(a.discrete, round(a.value, 5)) for a in h.actions}
+    assert len(picked) == 1, "the same state always gets the same (greedy) action and value"
+    learner = h.node.learner
+    assert learner.buffer.step == 0 and learner.feature_norm.rms.count == 0 and learner._pending is None
+    assert h.node.global_step == 5 and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("name, value, expect", [
+    ("ppo.clip_coef", 5.0, ["'ppo.clip_coef'", "5.0", "[1e-06, 1]"]),
+    ("safe_action", "brake", ["'safe_action'", "'brake'", "zero | hold"]),
+    ("ppo.minibatch_size", 4096, ["minibatch_size", "4096"]),
+])
+def test_invalid_parameters_are_refused(name, value, expect):
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        with pytest.raises(ConfigError) as err:
+            PolicyValueNode(context=ctx, namespace="t_pv_params", parameter_overrides=[Parameter(name, value=value)])
+        for text in expect:
+            assert text in str(err.value)
+    finally:
+        ctx.shutdown()
