@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, nargs="+", default=[1, 8, 30])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=200)
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "native_engine.json")
     args = ap.parse_args()
 
     ok, why = native_available()

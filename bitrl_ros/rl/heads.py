@@ -54,9 +54,11 @@ class PolicyHead(nn.Module):
     def distribution(self, features: torch.Tensor) -> Distribution:
         out = self.net(features)
         if self.discrete:
-            return Categorical(logits=out)
+            return Categorical(logits=out, validate_args=False)
         mean = out.view(*out.shape[:-1], *self.action_shape)
-        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), len(self.action_shape))
+        # validate_args=False: the arguments come from our own heads; the checks cost more than the heads on CPU.
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False),
+                           len(self.action_shape), validate_args=False)
 
     def act(self, features: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None):
         """Return (action, log_prob). Box actions are unclipped; the log_prob is that of the unclipped sample."""
