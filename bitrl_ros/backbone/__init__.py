@@ -11,6 +11,6 @@ from .tokenizer import Tokenizer
 __all__ = [
     "Backbone", "BertEncoder", "BitLinear", "BitNetDecoder", "DecoderConfig", "EncoderConfig", "Tokenizer",
     "available_backbones", "bitnet_2b4t_config", "bitnet_tiny_config", "load_backbone", "load_hf_bert_state_dict",
-    "load_model", "load_teacher", "pack_ternary", "quantize_activations", "save_model", "teacher_dir",
+    "load_model", "load_teacher", "load_tokenizer", "pack_ternary", "quantize_activations", "save_model", "teacher_dir",
     "ternarize", "ternarize_ptq", "unpack_ternary",
 ]

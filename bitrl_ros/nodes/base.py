@@ -52,3 +52,37 @@ def declare_parameters(node: Node, schema: str) -> dict:
     except ConfigError as exc:
         node.get_logger().fatal(str(exc))
         raise
+
+
+def spin_node(node_class, args=None) -> int:
+    """The body of a node's `ros2 run` entry point: build, spin until Ctrl-C or shutdown, clean up.
+
+    A configuration or model error ends the process with exit code 2 and one line on stderr, no traceback.
+    A node with a `shutdown()` method (e.g. policy_value, waiting for a running update) gets it called first.
+    """
+    import sys
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from bitrl_ros.errors import BitrlError
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except BitrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # the messages already name the node and parameter
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            if hasattr(node, "shutdown"):
+                node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -12,7 +12,6 @@ the learner's worker thread, so acting never waits for learning.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -20,17 +19,15 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import rclpy
 from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
 from bitrl_msgs.srv import SaveCheckpoint
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
-from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters
+from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import ERROR, OK, WARN, copy_header, make_status, observation_to_array, to_float32_list
 from bitrl_ros.rl.checkpoint import STATE_FILE
 from bitrl_ros.rl.heads import clip_action
@@ -438,26 +435,7 @@ class PolicyValueNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyValueNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ConfigError, BitrlError) as exc:
-        text = str(exc)
-        print(text if text.startswith(NODE_NAME) else f"{NODE_NAME}: {text}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node(PolicyValueNode, args)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,14 @@ serialized like any other: the policy needs their features to bootstrap truncate
 """
 from __future__ import annotations
 
-import rclpy
 from bitrl_msgs.msg import Observation, SerializedState
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from bitrl_ros.backbone import load_tokenizer
 from bitrl_ros.envs import get_spec
-from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
+from bitrl_ros.errors import ConfigError, InvalidObservation
 from bitrl_ros.features import TextStage
-from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters
+from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import copy_header, observation_to_array, to_int32_list
 from bitrl_ros.serialize import get_serializer
 
@@ -85,20 +83,6 @@ class StateSerializerNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = StateSerializerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ConfigError, BitrlError) as exc:
-        print(exc)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(StateSerializerNode, args)
+
+

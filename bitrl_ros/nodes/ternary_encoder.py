@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 import torch
 from bitrl_msgs.msg import EncodedState, SerializedState
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from bitrl_ros.backbone import load_backbone
-from bitrl_ros.errors import BitrlError, ConfigError
-from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters
+from bitrl_ros.errors import ConfigError
+from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import copy_header, to_float32_list
 from bitrl_ros.telemetry import SampleWindow
 
@@ -77,20 +75,6 @@ class TernaryEncoderNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TernaryEncoderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ConfigError, BitrlError) as exc:
-        print(exc)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(TernaryEncoderNode, args)
+
+
