@@ -98,6 +98,33 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_bench_edge(args) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from bitrl_ros.bench_edge import EdgeSettings, parse_variant, print_table, run_edge
+
+    for spec in args.variants:
+        try:
+            parse_variant(spec)
+        except ValueError as exc:
+            raise BitrlError(str(exc)) from None
+    if min(args.steps, args.states, args.episodes, args.threads) < 1:
+        raise BitrlError("--steps, --states, --episodes and --threads must be >= 1")
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    out = Path(args.out) if args.out else Path("runs") / f"bench-edge-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = EdgeSettings(env=args.env, states=args.states, steps=args.steps, episodes=args.episodes,
+                            threads=args.threads, seed=args.seed)
+    console.print(f"[bold]bitrl bench edge[/] env={settings.env} states={settings.states} steps={settings.steps} "
+                  f"episodes={settings.episodes} threads={settings.threads}")
+    report = run_edge(args.variants, settings, out, log=console.print)
+    print_table(report, console)
+    console.print(f"wrote {out / 'edge.json'} and {out / 'edge.png'}")
+    return 0 if report["variants"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitrl", description="RL on a frozen ternary language-model backbone.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    edge = bench_sub.add_parser("edge", help="the paper's Table III for each backbone variant: peak memory, "
+                                             "latency p50/p99, steps/s, energy per episode, temperature")
+    from bitrl_ros.bench_edge import DEFAULT_VARIANTS
+    edge.add_argument("--env", default="CartPole-v1")
+    edge.add_argument("--steps", type=int, default=4096, help="env steps of the short training run (steps/s); "
+                      "rounded up to whole PPO rollouts (2048 with config/train.yaml)")
+    edge.add_argument("--states", type=int, default=300, help="env states encoded one by one (latency)")
+    edge.add_argument("--episodes", type=int, default=5, help="greedy episodes (mean episode length, energy)")
+    edge.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="BACKBONE:ENGINE",
+                      help=f"default: {' '.join(DEFAULT_VARIANTS)}")
+    edge.add_argument("--threads", type=int, default=1)
+    edge.add_argument("--seed", type=int, default=0)
+    edge.add_argument("--out", default=None, help="output folder (default: runs/bench-edge-<time>)")
+    edge.set_defaults(func=cmd_bench_edge)
 
     lst = sub.add_parser("list", help="list registered envs and backbones")
     lst.set_defaults(func=cmd_list)

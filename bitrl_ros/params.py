@@ -123,6 +123,18 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("stale_after_s", 3.0, "STALE when a stage has published nothing for this long", 0.1, 3600.0),
         ParamSpec("window_s", 5.0, "sliding window of the rate, period-deviation and latency statistics",
                   0.5, 3600.0),
+        ParamSpec("telemetry_root", "/", "file-system root the hardware probes read (/sys, /proc, vcgencmd)"),
+        ParamSpec("board", "auto", "board for detection-dependent probes and the power estimate",
+                  choices=("auto", "pi4", "pi5", "x86")),
+        ParamSpec("power_source", "auto", "where board power comes from (auto: ina if configured, pmic, rapl, "
+                  "else the CPU-utilisation estimate)", choices=("auto", "ina", "pmic", "rapl", "estimate", "none")),
+        ParamSpec("ina_hwmon_name", "", "hwmon name (e.g. ina219) or directory of an INA power sensor; empty: none"),
+        ParamSpec("vcgencmd_path", "", "vcgencmd binary; empty: <telemetry_root>/usr/bin/vcgencmd"),
+        ParamSpec("vcgencmd_interval_s", 5.0, "seconds between vcgencmd throttle/clock queries", 0.5, 3600.0),
+        ParamSpec("temp_warn_c", 70.0, "WARN when the CPU temperature reaches", 0.0, 150.0),
+        ParamSpec("temp_error_c", 80.0, "ERROR when the CPU temperature reaches", 0.0, 150.0),
+        ParamSpec("throttle_warn_since_boot", True, "WARN also for throttle bits that only record a past event "
+                  "(since boot); false: only for conditions active now"),
     ],
 }
 

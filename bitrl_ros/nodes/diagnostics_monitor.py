@@ -6,6 +6,12 @@ Statuses (diagnostic_updater conventions, names "bitrl: <component>"):
   memory        process RSS / peak RSS (under `bitrl run` every node shares this process)
   learner       the latest training_stats
   safety        actions published with safe_action=true
+  temperature   CPU temperature (thermal zones), WARN/ERROR at temp_warn_c / temp_error_c
+  power         board power in W with its source ("measured:<sensor>" or "estimated", never mixed) and energy
+                per episode (episode boundaries seen on `observation`)
+  throttling    every Raspberry Pi get_throttled bit as a key; WARN when any is set; STALE without vcgencmd
+  cpu           system CPU utilisation; ARM clock and core voltage on a Pi
+A missing or unreadable sensor makes its status STALE with a message naming the file or command.
 A component whose input topic has published nothing for stale_after_s is STALE. All times are wall (monotonic)
 receive times, so the numbers mean the same in lockstep (sim time) and realtime mode. The window statistics
 live in the ROS-free bitrl_ros.telemetry.loop_stats.
@@ -15,17 +21,18 @@ from __future__ import annotations
 import math
 import time
 
-import rclpy
 from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from bitrl_ros.errors import BitrlError, ConfigError
-from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters
+from bitrl_ros.errors import ConfigError
+from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import ERROR, OK, STALE, WARN, make_status
-from bitrl_ros.telemetry import LatencyJoin, RateWindow, SampleWindow, read_memory_mb
+from bitrl_ros.telemetry import (CpuUsage, EnergyMeter, LatencyJoin, PiClocks, RateWindow, SampleWindow,
+                                 ThrottleReading, Vcgencmd, detect_board, open_power_source, read_clocks,
+                                 read_memory_mb, read_thermal, read_throttled)
+from bitrl_ros.telemetry.power import PmicPower
 
 
 class DiagnosticsMonitorNode(Node):
@@ -49,6 +56,24 @@ class DiagnosticsMonitorNode(Node):
         self.last_seen: dict[str, float] = {}  # topic -> monotonic receive time of its newest message
         self.published_count = 0
 
+        # hardware probes (ROS-free, bitrl_ros.telemetry), all reading under telemetry_root
+        if p["temp_warn_c"] > p["temp_error_c"]:
+            raise ConfigError(f"diagnostics_monitor: invalid parameter 'temp_warn_c' = {p['temp_warn_c']!r} "
+                              f"(allowed: <= temp_error_c = {p['temp_error_c']!r})")
+        root = p["telemetry_root"]
+        self.board = detect_board(root, p["board"])
+        self.power = open_power_source(p["power_source"], root, self.board, p["ina_hwmon_name"],
+                                       p["vcgencmd_path"] or None)
+        self.energy = EnergyMeter()
+        self.cpu = CpuUsage(root)
+        self.vcgencmd = Vcgencmd(root, p["vcgencmd_path"] or None, timeout_s=1.0)
+        self.throttle = ThrottleReading(error="not read yet")
+        self.clocks = PiClocks(error="not read yet")
+        self._vc_time: float | None = None
+        self.last_power = None
+        self._episode: int | None = None
+        self._episode_closed = False
+
         self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
         self.create_subscription(EncodedState, "encoded_state", self._on_encoded, PIPELINE_QOS)
         self.create_subscription(Action, "action", self._on_action, PIPELINE_QOS)
@@ -64,6 +89,7 @@ class DiagnosticsMonitorNode(Node):
         self.last_seen["observation"] = now
         self.observation_count += 1
         self.latency.first((msg.episode, msg.step), now)
+        self._track_episode(msg, now)
 
     def _on_encoded(self, msg: EncodedState) -> None:
         self.last_seen["encoded_state"] = time.monotonic()
@@ -85,6 +111,24 @@ class DiagnosticsMonitorNode(Node):
         self.stats_times.add(now)
         self.last_stats = msg
 
+    def _track_episode(self, msg: Observation, now: float) -> None:
+        """Close the energy total at episode boundaries: a terminated/truncated observation, or a new episode
+        number (when the end was not seen)."""
+        new_episode = self._episode is not None and msg.episode != self._episode
+        if new_episode and not self._episode_closed:
+            self._close_episode(self._episode, now)
+        if new_episode:
+            self._episode_closed = False
+        self._episode = msg.episode
+        if (msg.terminated or msg.truncated) and not self._episode_closed:
+            self._close_episode(msg.episode, now)
+            self._episode_closed = True
+
+    def _close_episode(self, episode: int, now: float) -> None:
+        if not isinstance(self.power, PmicPower):  # file reads are cheap: read at the boundary itself
+            self.energy.add(self.power.read(now))
+        self.energy.end_episode(episode)
+
     # --- output ---
     def _stale(self, topic: str, now: float, after_s: float | None = None) -> str | None:
         """A STALE message when `topic` has published nothing for after_s (default stale_after_s), else None."""
@@ -98,8 +142,22 @@ class DiagnosticsMonitorNode(Node):
 
     def statuses(self, now: float | None = None) -> list:
         now = time.monotonic() if now is None else now
+        self._probe(now)
         return [self._loop_status(now), self._latency_status(now), self._memory_status(),
-                self._learner_status(now), self._safety_status(now)]
+                self._learner_status(now), self._safety_status(now), self._temperature_status(),
+                self._power_status(), self._throttling_status(), self._cpu_status()]
+
+    def _probe(self, now: float) -> None:
+        """Read the hardware probes: files every call, vcgencmd at most every vcgencmd_interval_s."""
+        self.thermal = read_thermal(self.params["telemetry_root"])
+        self.utilisation = self.cpu.sample()
+        self.last_power = self.power.read(now)
+        self.energy.add(self.last_power)
+        if self._vc_time is None or now - self._vc_time >= self.params["vcgencmd_interval_s"]:
+            self._vc_time = now
+            self.throttle = read_throttled(self.vcgencmd)
+            self.clocks = read_clocks(self.vcgencmd) if self.vcgencmd.available else PiClocks(
+                error=self.throttle.error)
 
     def publish_diagnostics(self) -> None:
         arr = DiagnosticArray()
@@ -187,21 +245,73 @@ class DiagnosticsMonitorNode(Node):
         return self._status("safety", OK, "policy actions", values)
 
 
+    def _temperature_status(self):
+        th = self.thermal
+        if not th.available:
+            return self._status("temperature", STALE, f"no temperature: {th.error}", {})
+        values = {"cpu temperature [C]": th.cpu_c, "zone": th.zone}
+        values.update({f"{name} [C]": c for name, c in th.zones.items() if name != th.zone})
+        values.update({"warn at [C]": self.params["temp_warn_c"], "error at [C]": self.params["temp_error_c"]})
+        if th.cpu_c >= self.params["temp_error_c"]:
+            return self._status("temperature", ERROR, f"CPU {th.cpu_c:.1f} C at or above "
+                                f"{self.params['temp_error_c']:g} C", values)
+        if th.cpu_c >= self.params["temp_warn_c"]:
+            return self._status("temperature", WARN, f"CPU {th.cpu_c:.1f} C at or above "
+                                f"{self.params['temp_warn_c']:g} C", values)
+        return self._status("temperature", OK, f"CPU {th.cpu_c:.1f} C", values)
+
+    def _power_status(self):
+        r = self.last_power
+        values = {"source": r.source, "measured": r.measured, "board": self.board.kind}
+        # estimated energy gets its own keys, so nothing reading "energy ... [J]" can take it for a measurement
+        tag = "" if r.measured else " (estimated)"
+        last = self.energy.last_episode
+        if last is not None and last.source is not None:
+            ltag = "" if last.measured else " (estimated)"
+            values[f"energy last episode{ltag} [J]"] = last.joules
+            values[f"mean power last episode{ltag} [W]"] = last.mean_w
+            values[f"mean energy per episode{ltag} [J]"] = self.energy.mean_joules()
+            values["last episode"] = last.episode if last.episode is not None else -1
+            values["last episode source"] = last.source
+            values["last episode source changed"] = last.source_changed
+        values["episodes"] = len(self.energy.episodes)
+        values[f"energy this episode{tag} [J]"] = self.energy.current.joules
+        if not r.available:
+            return self._status("power", STALE, f"no power reading: {r.error}", values)
+        values = {f"power{tag} [W]": r.watts, **values}
+        if not r.measured:
+            return self._status("power", OK, f"{r.watts:.2f} W estimated from CPU utilisation "
+                                f"({self.board.kind} model; not measured)", values)
+        return self._status("power", OK, f"{r.watts:.2f} W ({r.source})", values)
+
+    def _throttling_status(self):
+        t = self.throttle
+        if not t.available:
+            return self._status("throttling", STALE, f"no throttle flags: {t.error}", {})
+        values = {"get_throttled": f"0x{t.raw:x}", **t.flags}
+        bad = t.any_set if self.params["throttle_warn_since_boot"] else t.any_now
+        if bad:
+            set_names = [k for k, v in t.flags.items() if v] or [f"0x{t.raw:x}"]
+            return self._status("throttling", WARN, ", ".join(set_names), values)
+        return self._status("throttling", OK, "no throttling", values)
+
+    def _cpu_status(self):
+        values = {}
+        if self.utilisation is not None:
+            values["utilisation [%]"] = 100.0 * self.utilisation
+        c = self.clocks
+        if c.arm_hz is not None:
+            values["arm clock [MHz]"] = c.arm_hz / 1e6
+        if c.core_volts is not None:
+            values["core voltage [V]"] = c.core_volts
+        values["board"] = self.board.model
+        if self.utilisation is None:
+            return self._status("cpu", STALE, f"no CPU utilisation: {self.cpu.error}", values)
+        msg = f"{100.0 * self.utilisation:.0f} % busy"
+        if self.board.is_pi and c.error:
+            msg += f"; clock/voltage unavailable: {c.error}"
+        return self._status("cpu", OK, msg, values)
+
+
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DiagnosticsMonitorNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (ConfigError, BitrlError) as exc:
-        print(exc)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(DiagnosticsMonitorNode, args)
