@@ -100,6 +100,8 @@ setup(
             "diagnostics_monitor = bitrl_ros.nodes.diagnostics_monitor:main",
             "policy_value = bitrl_ros.nodes.policy_value:main",
             "sim_bridge = bitrl_ros.nodes.sim_bridge:main",
+            "bag_recorder = bitrl_ros.nodes.bag_recorder:main",
+            "bag_replay = bitrl_ros.nodes.bag_replay:main",
         ],
     },
 )

@@ -75,7 +75,8 @@ def cmd_run(args) -> int:
     console = Console()
     opts = RunOptions(config=args.config, steps=args.steps, mode=args.mode, overrides=_parse_set(args.set),
                       duration=args.duration, progress=not args.no_progress, namespace=args.namespace,
-                      executor=args.executor, threads=args.threads, log=console.print)
+                      executor=args.executor, threads=args.threads, log=console.print,
+                      record=args.record, record_storage=args.record_storage)
     summary = run(opts)
     if args.json:
         with open(args.json, "w") as f:
@@ -87,6 +88,45 @@ def cmd_run(args) -> int:
         table.add_row(k, v)
     console.print(table)
     return 130 if summary.get("interrupted") else 0
+
+
+def cmd_replay(args) -> int:
+    from rich.console import Console
+
+    from bitrl_ros.runner import ReplayOptions, replay
+
+    console = Console()
+    rate = 0.0 if args.step else (1.0 if args.rate is None else args.rate)
+    summary = replay(ReplayOptions(bag=args.bag, config=args.config, rate=rate, mapping=args.mapping,
+                                   steps=args.steps, overrides=_parse_set(args.set), namespace=args.namespace,
+                                   log=console.print))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    for k in ("bag", "replayed", "messages_per_s", "actions_received", "action_timeouts", "wall_s"):
+        console.print(f"{k}: {summary[k]}")
+    return 0
+
+
+def cmd_bag_reindex(args) -> int:
+    from bitrl_ros.bag.recorder import reindex
+
+    info = reindex(args.path)
+    print(f"{args.path}: {'repaired ' if info['repaired'] else ''}{info['storage']}, {info['messages']} messages; "
+          f"metadata.yaml rebuilt")
+    for topic, n in info["topics"].items():
+        print(f"  {topic}: {n}")
+    return 0
+
+
+def cmd_bag_info(args) -> int:
+    from bitrl_ros.bag.reader import open_bag
+
+    with open_bag(args.path) as bag:
+        print(f"{args.path}: {bag.message_count} messages")
+        for topic, (msgtype, n) in bag.topics.items():
+            print(f"  {topic}  {msgtype}  {n}")
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -125,6 +165,35 @@ def cmd_bench_edge(args) -> int:
     return 0 if report["variants"] else 1
 
 
+def cmd_eval_bag(args) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bitrl_ros.bag.ope import evaluate_bag, plot_report, summary_rows, write_json
+
+    if args.bootstrap < 0:
+        raise BitrlError("--bootstrap must be >= 0")
+    if not 0 < args.gamma <= 1:
+        raise BitrlError(f"--gamma must be in (0, 1], got {args.gamma}")
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    out = Path(args.out) if args.out else Path("runs") / f"eval-bag-{time.strftime('%Y%m%d-%H%M%S')}"
+    report = evaluate_bag(args.bag, args.checkpoint, gamma=args.gamma, bootstrap=args.bootstrap,
+                          backbone=args.backbone, seed=args.seed, tolerance=args.tolerance)
+    table = Table(title=f"bitrl eval-bag: {report['bag']} / {report['checkpoint']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary_rows(report):
+        table.add_row(k, v)
+    console.print(table)
+    write_json(report, out / "ope.json")
+    plot_report(report, out / "ope.png")
+    console.print(f"wrote {out / 'ope.json'} and {out / 'ope.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitrl", description="RL on a frozen ternary language-model backbone.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,8 +226,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="MultiThreadedExecutor threads (default: cores, >= 2)")
     run.add_argument("--namespace", default=None, help="ROS namespace for every node (topics are relative)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
+    run.add_argument("--record", default=None, metavar="PATH",
+                     help="record the graph's topics to a new rosbag2 bag directory (adds the bag_recorder node)")
+    run.add_argument("--record-storage", choices=("mcap", "sqlite3"), default=None,
+                     help="storage of --record (default: bag_recorder.storage of the config, mcap)")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("replay", help="replay a bag's observations into the agent in evaluation mode (learn=false)")
+    rp.add_argument("bag", help="rosbag2 directory (or .mcap/.db3 file)")
+    pace = rp.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=None, help="1.0 recorded rate (default), >1 faster")
+    pace.add_argument("--step", action="store_true", help="stepped: next observation when the action arrives")
+    rp.add_argument("--mapping", default="", help="YAML topic mapping for a foreign bag")
+    rp.add_argument("--config", default="config/agent.yaml", help="ROS 2 parameter file (default: config/agent.yaml)")
+    rp.add_argument("--steps", type=int, default=None, help="replay at most this many observations")
+    rp.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE", help="override a parameter")
+    rp.add_argument("--namespace", default=None)
+    rp.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
+    rp.set_defaults(func=cmd_replay)
+
+    bag = sub.add_parser("bag", help="bag utilities")
+    bag_sub = bag.add_subparsers(dest="bag_command", required=True)
+    ri = bag_sub.add_parser("reindex", help="repair a bag whose recorder was killed: finish the storage file and "
+                                            "rebuild metadata.yaml from it")
+    ri.add_argument("path")
+    ri.set_defaults(func=cmd_bag_reindex)
+    info = bag_sub.add_parser("info", help="topics, types and message counts of a bag")
+    info.add_argument("path")
+    info.set_defaults(func=cmd_bag_info)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -176,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--seed", type=int, default=0)
     edge.add_argument("--out", default=None, help="output folder (default: runs/bench-edge-<time>)")
     edge.set_defaults(func=cmd_bench_edge)
+
+    ev = sub.add_parser("eval-bag", help="offline policy evaluation of a checkpoint on a recorded bag: action "
+                                         "agreement, value error, per-decision IS / weighted IS with bootstrap CIs")
+    ev.add_argument("bag", help="rosbag2 directory (or .mcap/.db3 file) with observation and action topics")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint directory of the policy to evaluate")
+    ev.add_argument("--gamma", type=float, default=0.99, help="discount of the returns (default 0.99)")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over episodes (default 1000)")
+    ev.add_argument("--backbone", default=None, help="recompute features with this backbone when the recorded "
+                    "embeddings do not fit the checkpoint")
+    ev.add_argument("--tolerance", type=float, default=0.1, help="continuous actions: agreement tolerance")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument("--out", default=None, help="output folder (default: runs/eval-bag-<time>)")
+    ev.set_defaults(func=cmd_eval_bag)
 
     lst = sub.add_parser("list", help="list registered envs and backbones")
     lst.set_defaults(func=cmd_list)

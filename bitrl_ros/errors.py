@@ -19,3 +19,7 @@ class CheckpointError(BitrlError):
 
 class ConfigError(BitrlError, ValueError):
     """A YAML file or parameter is unreadable or out of its allowed range."""
+
+
+class BagError(BitrlError):
+    """A rosbag2 bag is missing, truncated, corrupt, or holds a message type that cannot be decoded."""

@@ -115,6 +115,28 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("ppo.gamma", 0.99, "discount", 0.0, 1.0),
         ParamSpec("ppo.gae_lambda", 0.95, "GAE lambda", 0.0, 1.0),
     ],
+    "bag_recorder": COMMON + [
+        ParamSpec("path", "runs/bag", "bag directory to create (must not exist)"),
+        ParamSpec("storage", "mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3")),
+        ParamSpec("topics", ["observation", "serialized_state", "encoded_state", "action", "training_stats",
+                             "/diagnostics"], "topics to record (relative names follow the namespace; "
+                  "/clock may be added)"),
+        ParamSpec("flush_interval_s", 1.0, "seconds between flushes to disk (what a crash can lose at most)",
+                  0.01, 60.0),
+    ],
+    "bag_replay": COMMON + [
+        ParamSpec("bag", "", "bag directory (or .mcap/.db3 file) to replay"),
+        ParamSpec("rate", 1.0, "1.0: recorded rate; >1 faster; 0: stepped (next observation when the agent's "
+                  "action for the current one arrives)", 0.0, 1000.0),
+        ParamSpec("publish_clock", True, "publish /clock from the recorded observation stamps"),
+        ParamSpec("mapping", "", "YAML topic mapping for foreign bags (empty: a bitrl bag)"),
+        ParamSpec("topic", "observation", "observation topic in a bitrl bag"),
+        ParamSpec("max_messages", 0, "stop after this many observations (0: all)", 0, 2**31 - 1),
+        ParamSpec("action_timeout_s", 2.0, "stepped: wall time to wait for an action before moving on (counted)",
+                  0.01, 3600.0),
+        ParamSpec("start_delay_s", 0.5, "wait for subscribers up to this long before the first observation",
+                  0.0, 60.0),
+    ],
     "diagnostics_monitor": COMMON + [
         ParamSpec("publish_rate_hz", 1.0, "rate of /diagnostics", 0.1, 100.0),
         ParamSpec("hardware_id", "bitrl-agent", "hardware_id of the published statuses"),

@@ -35,6 +35,8 @@ class RunOptions:
     namespace: str | None = None
     log: Callable[[str], None] = print
     executor: str = "events"          # events (rclpy's EventsExecutor) | multi (MultiThreadedExecutor)
+    record: str | Path | None = None  # bag directory: adds the bag_recorder node (bag_recorder.path)
+    record_storage: str | None = None # mcap | sqlite3 (bag_recorder.storage)
     threads: int | None = None        # MultiThreadedExecutor threads (default: min(nodes, max(2, CPU cores)))
 
 
@@ -63,7 +65,7 @@ def resolve_params(opts: RunOptions) -> dict[str, dict[str, Any]]:
     if opts.executor not in EXECUTORS:
         raise ConfigError(f"executor {opts.executor!r} (allowed: {' | '.join(EXECUTORS)})")
     params = read_ros_params(opts.config)
-    params = {n: dict(params.get(n, {})) for n in NODE_ORDER}
+    params = {n: dict(params.get(n, {})) for n in SCHEMAS}
     apply_overrides(params, opts.overrides)
     if opts.mode is not None:
         if opts.mode not in MODES:
@@ -88,7 +90,31 @@ def resolve_params(opts: RunOptions) -> dict[str, dict[str, Any]]:
     for n in AGENT_NODES:
         validated[n]["use_sim_time"] = lockstep
     validated["sim_bridge"]["use_sim_time"] = False  # the bridge is the clock
+    if opts.record is not None:
+        validated["bag_recorder"] = _recorder_params(params["bag_recorder"], validated["sim_bridge"], opts)
     return validated
+
+
+def _recorder_params(params: dict, bridge: dict, opts: RunOptions) -> dict:
+    """bag_recorder's parameters for `--record PATH`: the file's bag_recorder section + the CLI's path/storage."""
+    params = {k: v for k, v in params.items() if k != "use_sim_time"}
+    params.update(env=bridge["env"], mode=bridge["mode"], control_rate_hz=bridge["control_rate_hz"],
+                  path=str(opts.record))
+    if opts.record_storage is not None:
+        params["storage"] = opts.record_storage
+    out = validate_params("bag_recorder", params)
+    if Path(out["path"]).exists():
+        raise ConfigError(f"--record {out['path']}: exists already (the recorder never overwrites a bag)")
+    out["use_sim_time"] = False  # bag timestamps are receive (wall) times, as ros2 bag record writes them
+    return out
+
+
+def wait_for_recorder(recorder, timeout_s: float = 5.0) -> None:
+    """Let DDS match the recorder with the publishers before anything is published (so step 0 is in the bag)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not recorder.subscriptions_matched():
+        time.sleep(0.02)
+    time.sleep(0.2)
 
 
 def _percentiles(samples, qs=(50, 99)) -> list[float | None]:
@@ -138,6 +164,8 @@ def build_nodes(validated: dict, context, namespace: str | None = None, names=NO
     """The named nodes (default: all five), built with their validated parameters as parameter_overrides."""
     from rclpy.parameter import Parameter
 
+    from bitrl_ros.nodes.bag_recorder import BagRecorderNode
+    from bitrl_ros.nodes.bag_replay import BagReplayNode
     from bitrl_ros.nodes.diagnostics_monitor import DiagnosticsMonitorNode
     from bitrl_ros.nodes.policy_value import PolicyValueNode
     from bitrl_ros.nodes.sim_bridge import SimBridgeNode
@@ -146,7 +174,8 @@ def build_nodes(validated: dict, context, namespace: str | None = None, names=NO
 
     classes = {"sim_bridge": SimBridgeNode, "state_serializer": StateSerializerNode,
                "ternary_encoder": TernaryEncoderNode, "policy_value": PolicyValueNode,
-               "diagnostics_monitor": DiagnosticsMonitorNode}
+               "diagnostics_monitor": DiagnosticsMonitorNode, "bag_recorder": BagRecorderNode,
+               "bag_replay": BagReplayNode}
     nodes = {}
     for name in names:
         overrides = [Parameter(k, value=v) for k, v in validated[name].items()]
@@ -206,19 +235,28 @@ def run(opts: RunOptions) -> dict:
     executor = None
     summary: dict = {}
     try:
-        nodes = build_nodes(validated, context, opts.namespace)
+        names = NODE_ORDER + (("bag_recorder",) if "bag_recorder" in validated else ())
+        nodes = build_nodes(validated, context, opts.namespace, names)
         bridge, policy = nodes["sim_bridge"], nodes["policy_value"]
+        if "bag_recorder" in nodes:
+            opts.log(f"recording to {validated['bag_recorder']['path']} ({validated['bag_recorder']['storage']})")
+            wait_for_recorder(nodes["bag_recorder"])
         executor = make_executor(opts.executor, opts.threads, len(nodes), context)
         for node in nodes.values():
             executor.add_node(node)
         summary = _spin(executor, bridge, policy, opts)
+        if "bag_recorder" in nodes:
+            rec = nodes["bag_recorder"]
+            time.sleep(0.2)  # nothing spins now; messages already taken are in the writer
+            rec.shutdown()
+            summary["recorded"] = {"path": str(rec.path), "storage": rec.storage_name, "messages": rec.counts}
     finally:
         if "policy_value" in nodes:
             nodes["policy_value"].shutdown()
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)  # waits for callbacks in flight before the nodes go away
         for node in nodes.values():
-            node.destroy_node()
+            node.destroy_node()  # the recorder closes its bag here on any exit path
         if context.ok():
             rclpy.shutdown(context=context)
     summary["checkpoint"] = validated["policy_value"]["checkpoint_dir"]
@@ -251,6 +289,8 @@ def _spin(executor, bridge, policy, opts: RunOptions) -> dict:
             progress.update(task, completed=bridge.total_steps, description=_progress_line(bridge, policy))
     except KeyboardInterrupt:
         interrupted = True
+    if opts.record is not None and not interrupted:
+        time.sleep(0.5)  # let the recorder take the last messages still on their way
     stop.set()
     thread.join(5.0)
     wall_s = time.perf_counter() - (bridge.started_at or t0)
@@ -305,3 +345,80 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("checkpoint", s["checkpoint"]),
     ]
     return rows
+
+
+@dataclass
+class ReplayOptions:
+    bag: str | Path
+    config: str | Path = "config/agent.yaml"
+    rate: float = 1.0                 # 1.0 recorded rate, >1 faster, 0 stepped on the agent's actions
+    mapping: str = ""                 # YAML mapping of a foreign bag
+    steps: int | None = None          # replay at most this many observations
+    overrides: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    log: Callable[[str], None] = print
+    timeout_s: float | None = None    # wall limit
+
+
+def replay(opts: ReplayOptions) -> dict:
+    """The agent nodes in evaluation mode (policy_value learn=false, resuming from its checkpoint_dir; no
+    sim_bridge) + bag_replay, in one process. Returns {replayed, messages_per_s, actions_received, ...}."""
+    overrides = dict(opts.overrides)
+    overrides["policy_value.learn"] = False
+    validated = resolve_params(RunOptions(config=opts.config, overrides=overrides))
+    r = dict(read_ros_params(opts.config).get("bag_replay", {}))
+    r.pop("use_sim_time", None)
+    b = validated["sim_bridge"]
+    r.update(env=b["env"], mode=b["mode"], control_rate_hz=b["control_rate_hz"], bag=str(opts.bag),
+             rate=float(opts.rate), mapping=str(opts.mapping or ""), max_messages=int(opts.steps or 0))
+    validated["bag_replay"] = validate_params("bag_replay", r)
+    validated["bag_replay"]["use_sim_time"] = False
+    opts.log(f"bitrl replay: {opts.bag} rate={'stepped' if opts.rate == 0 else opts.rate} env={b['env']} "
+             f"checkpoint={validated['policy_value']['checkpoint_dir']} (learn=false)")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    import rclpy
+    import torch
+    from rclpy.signals import SignalHandlerOptions
+
+    torch.set_num_threads(1)
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[], signal_handler_options=SignalHandlerOptions.NO)
+    nodes: dict = {}
+    executor = None
+    try:
+        nodes = build_nodes(validated, context, opts.namespace, AGENT_NODES + ("bag_replay",))
+        player, policy = nodes["bag_replay"], nodes["policy_value"]
+        executor = make_executor("events", None, len(nodes), context)
+        for node in nodes.values():
+            executor.add_node(node)
+        stop = threading.Event()
+        thread = threading.Thread(target=_spin_executor, args=(executor, stop), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + opts.timeout_s if opts.timeout_s else None
+        try:
+            while not player.finished.wait(0.1) and thread.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        except KeyboardInterrupt:
+            pass
+        time.sleep(0.3)  # the last action
+        stop.set()
+        thread.join(5.0)
+        if getattr(thread, "error", None) is not None:
+            raise thread.error
+        summary = {"bag": str(opts.bag), "rate": opts.rate, "replayed": player.replayed,
+                   "messages_per_s": player.messages_per_s(), "actions_received": player.actions_received,
+                   "action_timeouts": player.action_timeouts,
+                   "wall_s": (player.ended_at or time.perf_counter()) - (player.started_at or time.perf_counter()),
+                   "episodes": len(policy.episode_returns), "published": player.published,
+                   "checkpoint": validated["policy_value"]["checkpoint_dir"]}
+    finally:
+        if "policy_value" in nodes:
+            nodes["policy_value"].shutdown()
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        for node in nodes.values():
+            node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)
+    return summary

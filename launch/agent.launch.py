@@ -27,7 +27,8 @@ def _truthy(text: str) -> bool:
 
 def _agent_nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context)
-           for name in ("config", "mode", "env", "backbone", "use_sim_time", "learn")}
+           for name in ("config", "mode", "env", "backbone", "use_sim_time", "learn", "record",
+                        "record_storage")}
     nodes = []
     for name in AGENT_NODES:
         overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}
@@ -40,6 +41,15 @@ def _agent_nodes(context):
             overrides["learn"] = _truthy(arg["learn"])
         nodes.append(Node(package=PACKAGE, executable=name, name=name, output="screen",
                           parameters=[arg["config"], overrides]))
+    if arg["record"]:  # record:=<bag dir>: the bag_recorder node joins the graph
+        rec = {"path": arg["record"], "use_sim_time": False}
+        if arg["record_storage"]:
+            rec["storage"] = arg["record_storage"]
+        for key in ("mode", "env"):
+            if arg[key]:
+                rec[key] = arg[key]
+        nodes.insert(0, Node(package=PACKAGE, executable="bag_recorder", name="bag_recorder", output="screen",
+                             parameters=[arg["config"], rec]))
     return nodes
 
 
@@ -53,5 +63,8 @@ def generate_launch_description():
                               description="backbone id or model dir (empty: from config)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (lockstep sim)"),
         DeclareLaunchArgument("learn", default_value="", description="policy_value.learn (empty: from config)"),
+        DeclareLaunchArgument("record", default_value="",
+                              description="bag directory to record the graph's topics to (empty: no recording)"),
+        DeclareLaunchArgument("record_storage", default_value="", description="mcap | sqlite3 (empty: from config)"),
         OpaqueFunction(function=_agent_nodes),
     ])

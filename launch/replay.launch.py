@@ -1,20 +1,28 @@
-"""Offline evaluation: the agent with learning off (greedy actions, no checkpoints written), fed by a bag.
+"""Replay a bag into the agent in evaluation mode: bag_replay publishes the recorded observations (and /clock)
+and the agent nodes run with learn:=false, resuming from policy_value.checkpoint_dir.
 
-The bag source (a node that plays a recorded rosbag2/MCAP back as `observation` and /clock) comes in a later
-issue; until then start any source of `observation` yourself (e.g. `ros2 bag play <bag>` on a machine with
-ros2cli). No executable that does not exist yet is named here.
-
-    ros2 launch bitrl_ros replay.launch.py
+    ros2 launch bitrl_ros replay.launch.py bag:=runs/bag rate:=0   # stepped on the agent's actions
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
 
 PACKAGE = "bitrl_ros"
+
+
+def _player(context):
+    arg = {n: LaunchConfiguration(n).perform(context) for n in ("config", "bag", "rate", "mapping", "mode", "env")}
+    overrides = {"bag": arg["bag"], "rate": float(arg["rate"]), "mapping": arg["mapping"], "use_sim_time": False}
+    for key in ("mode", "env"):
+        if arg[key]:
+            overrides[key] = arg[key]
+    return [Node(package=PACKAGE, executable="bag_replay", name="bag_replay", output="screen",
+                 parameters=[arg["config"], overrides])]
 
 
 def generate_launch_description():
@@ -27,11 +35,13 @@ def generate_launch_description():
                           "use_sim_time": "true", "learn": "false"}.items())
     return LaunchDescription([
         DeclareLaunchArgument("config", default_value=default_config, description="ROS 2 parameter file"),
+        DeclareLaunchArgument("bag", description="bag directory (or .mcap/.db3 file) to replay"),
+        DeclareLaunchArgument("rate", default_value="1.0", description="1.0 recorded rate, >1 faster, 0 stepped"),
+        DeclareLaunchArgument("mapping", default_value="", description="YAML topic mapping of a foreign bag"),
         DeclareLaunchArgument("mode", default_value="", description="lockstep | realtime (empty: from config)"),
         DeclareLaunchArgument("env", default_value="", description="environment id (empty: from config)"),
         DeclareLaunchArgument("backbone", default_value="",
                               description="backbone id or model dir (empty: from config)"),
-        LogInfo(msg="replay.launch.py: agent started with learn:=false; the bag player is not part of bitrl_ros yet "
-                    "(a later issue): publish `observation` and /clock from your own source, e.g. ros2 bag play"),
         agent,
+        OpaqueFunction(function=_player),
     ])

@@ -22,7 +22,8 @@ PACKAGE = "bitrl_ros"
 
 def _sim(context):
     share = get_package_share_directory(PACKAGE)
-    arg = {name: LaunchConfiguration(name).perform(context) for name in ("config", "mode", "env", "backbone")}
+    arg = {name: LaunchConfiguration(name).perform(context)
+           for name in ("config", "mode", "env", "backbone", "record", "record_storage")}
     mode = arg["mode"] or read_ros_params(arg["config"])["sim_bridge"].get("mode", "lockstep")
     bridge_overrides = {"mode": mode, "use_sim_time": False}  # the bridge is the clock
     if arg["env"]:
@@ -30,6 +31,7 @@ def _sim(context):
     agent = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "agent.launch.py")),
         launch_arguments={"config": arg["config"], "mode": mode, "env": arg["env"], "backbone": arg["backbone"],
+                          "record": arg["record"], "record_storage": arg["record_storage"],
                           "use_sim_time": "true" if mode == "lockstep" else "false"}.items())
     bridge = Node(package=PACKAGE, executable="sim_bridge", name="sim_bridge", output="screen",
                   parameters=[arg["config"], bridge_overrides])
@@ -44,5 +46,8 @@ def generate_launch_description():
         DeclareLaunchArgument("env", default_value="", description="environment id (empty: from config)"),
         DeclareLaunchArgument("backbone", default_value="",
                               description="backbone id or model dir (empty: from config)"),
+        DeclareLaunchArgument("record", default_value="",
+                              description="bag directory to record the graph's topics to (empty: no recording)"),
+        DeclareLaunchArgument("record_storage", default_value="", description="mcap | sqlite3 (empty: from config)"),
         OpaqueFunction(function=_sim),
     ])
