@@ -134,8 +134,10 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("max_messages", 0, "stop after this many observations (0: all)", 0, 2**31 - 1),
         ParamSpec("action_timeout_s", 2.0, "stepped: wall time to wait for an action before moving on (counted)",
                   0.01, 3600.0),
-        ParamSpec("start_delay_s", 0.5, "wait for subscribers up to this long before the first observation",
-                  0.0, 60.0),
+        ParamSpec("min_subscribers", 1, "subscribers of `observation` to wait for before the first observation "
+                  "(bitrl replay: the agent's three)", 1, 100),
+        ParamSpec("start_delay_s", 15.0, "wait for those subscribers (and, stepped, an action publisher) at most "
+                  "this long, then start anyway", 0.0, 600.0),
     ],
     "diagnostics_monitor": COMMON + [
         ParamSpec("publish_rate_hz", 1.0, "rate of /diagnostics", 0.1, 100.0),

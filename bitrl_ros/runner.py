@@ -369,6 +369,9 @@ def replay(opts: ReplayOptions) -> dict:
     r = dict(read_ros_params(opts.config).get("bag_replay", {}))
     r.pop("use_sim_time", None)
     b = validated["sim_bridge"]
+    # The agent's observation subscribers (state_serializer, policy_value, diagnostics_monitor) must all be
+    # matched before the first observation goes out, or one of them misses the start of the bag (agent.yaml).
+    r.update({k.split(".", 1)[1]: v for k, v in opts.overrides.items() if k.startswith("bag_replay.")})
     r.update(env=b["env"], mode=b["mode"], control_rate_hz=b["control_rate_hz"], bag=str(opts.bag),
              rate=float(opts.rate), mapping=str(opts.mapping or ""), max_messages=int(opts.steps or 0))
     validated["bag_replay"] = validate_params("bag_replay", r)

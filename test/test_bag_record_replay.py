@@ -63,7 +63,7 @@ def test_record_then_replay_stepped(tmp_path):
     watcher = Spinner(build)
     try:
         s = replay(ReplayOptions(bag=bag, rate=0.0, namespace=rns, log=lambda x: None, timeout_s=120,
-                                 overrides={"backbone": "mlp",
+                                 overrides={"backbone": "mlp", "bag_replay.min_subscribers": 4,  # + the watcher
                                             "policy_value.checkpoint_dir": str(tmp_path / "ckpt")}))
     finally:
         watcher.close()

@@ -27,6 +27,7 @@ class BagReplayNode(Node):
         self.max_messages = p["max_messages"]
         self.action_timeout_s = p["action_timeout_s"]
         self.start_delay_s = p["start_delay_s"]
+        self.min_subscribers = p["min_subscribers"]
         self.env_id = p["env"]
         self._records = iter_observations(self.bag, p["topic"], mapping=p["mapping"] or None)
         self._next = self._pull()  # opens the bag now: a bad bag fails at start-up with a BagError
@@ -54,9 +55,9 @@ class BagReplayNode(Node):
             return None
 
     def _ready(self) -> bool:
-        subs = self.obs_pub.get_subscription_count() >= 1
+        subs = self.obs_pub.get_subscription_count() >= self.min_subscribers
         acts = not self.stepped or self.count_publishers(self.action_sub.topic_name) >= 1
-        return (subs and acts) or time.monotonic() - self._created > max(self.start_delay_s, 15.0)
+        return (subs and acts) or time.monotonic() - self._created > self.start_delay_s
 
     def _on_action(self, msg: Action) -> None:
         self.actions_received += 1
