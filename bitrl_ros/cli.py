@@ -194,6 +194,39 @@ def cmd_eval_bag(args) -> int:
     return 0
 
 
+def cmd_import_model(args) -> int:
+    from bitrl_ros.backbone.importers import import_to_model_dir
+
+    out, info = import_to_model_dir(args.src, args.dst)
+    print(f"imported {args.src} ({info['format']} weights, linear_class={info['linear_class']}) -> {out}")
+    return 0
+
+
+def cmd_fetch_model(args) -> int:
+    from bitrl_ros.backbone.importers import fetch_model
+
+    if _USER_HF_OFFLINE:
+        raise BitrlError("no network access to the Hugging Face hub: HF_HUB_OFFLINE is set in the environment")
+    path = fetch_model(args.name, args.dest, timeout=args.timeout)
+    print(f"downloaded {args.name} -> {path}; convert it with `bitrl import-model {path} DST`")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    import torch
+
+    from bitrl_ros.backbone.distill import distill
+
+    if min(args.steps, args.batch) < 1:
+        raise BitrlError("--steps and --batch must be >= 1")
+    torch.set_num_threads(args.threads)
+    distill(args.out, steps=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
+            progress=not args.no_progress, time_budget_s=args.time_budget,
+            n_states_per_env_format=args.states_per_env_format, max_tokens=args.max_tokens,
+            eval_every=args.eval_every, ckpt_every=args.ckpt_every)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitrl", description="RL on a frozen ternary language-model backbone.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -286,15 +319,54 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output folder (default: runs/eval-bag-<time>)")
     ev.set_defaults(func=cmd_eval_bag)
 
+    im = sub.add_parser("import-model", help="convert a Hugging Face BitNet b1.58 checkpoint (2B4T packed or "
+                                             "-bf16 master weights) into a bitrl model directory")
+    im.add_argument("src", help="checkpoint directory: config.json, model.safetensors (or sharded), tokenizer.json")
+    im.add_argument("dst", help="output model directory")
+    im.set_defaults(func=cmd_import_model)
+
+    fm = sub.add_parser("fetch-model", help="download a BitNet checkpoint from the Hugging Face hub (needs internet)")
+    fm.add_argument("name", help="repo id, e.g. microsoft/bitnet-b1.58-2B-4T or microsoft/bitnet-b1.58-2B-4T-bf16")
+    fm.add_argument("--dest", default=None, help="target directory (default: models/hf/<owner>--<name>)")
+    fm.add_argument("--timeout", type=float, default=3.0, help="connect timeout in seconds (default 3)")
+    fm.set_defaults(func=cmd_fetch_model)
+
+    dis = sub.add_parser("distill", help="quantization-aware distillation of all-MiniLM-L6-v2 into a BitLinear "
+                                         "student (ternary weights, int8 activations), saved in our model format")
+    dis.add_argument("--out", default="models/minilm-bitnet-distilled", help="output model directory")
+    dis.add_argument("--steps", type=int, default=3000, help="optimizer steps (the LR schedule spans them)")
+    dis.add_argument("--time-budget", type=float, default=None, dest="time_budget",
+                     help="stop (and still save) after this many seconds of training, summed over resumes")
+    dis.add_argument("--batch", type=int, default=32)
+    dis.add_argument("--lr", type=float, default=3e-4)
+    dis.add_argument("--seed", type=int, default=0)
+    dis.add_argument("--states-per-env-format", type=int, default=2000, dest="states_per_env_format",
+                     help="corpus size: serialized states per (env, format)")
+    dis.add_argument("--max-tokens", type=int, default=64, dest="max_tokens", help="longer texts are truncated")
+    dis.add_argument("--eval-every", type=int, default=100, dest="eval_every")
+    dis.add_argument("--ckpt-every", type=int, default=200, dest="ckpt_every")
+    dis.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    dis.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    dis.add_argument("--no-progress", action="store_true", dest="no_progress")
+    dis.set_defaults(func=cmd_distill)
+
     lst = sub.add_parser("list", help="list registered envs and backbones")
     lst.set_defaults(func=cmd_list)
     return parser
 
 
+_USER_HF_OFFLINE = False
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    global _USER_HF_OFFLINE
+    _USER_HF_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") \
+        and not os.environ.get("_BITRL_HF_OFFLINE_DEFAULTED")
+    if "HF_HUB_OFFLINE" not in os.environ:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["_BITRL_HF_OFFLINE_DEFAULTED"] = "1"
     args = build_parser().parse_args(argv)
-    if getattr(args, "resume", False) and not args.run_dir:
+    if getattr(args, "resume", False) and hasattr(args, "run_dir") and not args.run_dir:
         print("bitrl: error: --resume needs --run-dir", file=sys.stderr)
         return 2
     try:

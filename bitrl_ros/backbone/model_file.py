@@ -2,7 +2,9 @@
 
 For every BitLinear `<name>`: `<name>.weight_packed` (uint8, 2 bits per weight, see pack_ternary),
 `<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. Every other tensor keeps its state-dict name
-and float dtype. Loading installs the exact ternary weights, so save -> load -> forward is bit-identical.
+and float dtype, except that the word-embedding table may be stored in float16 (config.json
+``"embedding_dtype": "float16"``; absent means float32); it is upcast to float32 on load. Loading installs the
+exact ternary weights, so save -> load -> forward is bit-identical (given the stored embedding values).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 TERNARY_QUANT = {"weights": "ternary-absmean", "activations": "int8-absmax-per-token"}
 ARCHITECTURES = {
     BertEncoder.architecture: (BertEncoder, EncoderConfig),
@@ -37,8 +40,18 @@ def _bitlinears(model: nn.Module) -> dict[str, BitLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, BitLinear)}
 
 
-def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors written to model.safetensors for ``model``."""
+def _word_embedding_key(model: nn.Module) -> str | None:
+    for key in ("embeddings.word.weight", "embed_tokens.weight"):
+        if key in model.state_dict():
+            return key
+    return None
+
+
+def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """The tensors written to model.safetensors for ``model`` (word embeddings in ``embedding_dtype``)."""
+    if embedding_dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding_dtype must be one of {sorted(EMBEDDING_DTYPES)}, got {embedding_dtype!r}")
+    emb_key = _word_embedding_key(model) if embedding_dtype != "float32" else None
     bit = _bitlinears(model)
     out = {}
     for name, layer in bit.items():
@@ -50,6 +63,8 @@ def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
         if owner in bit and leaf == "weight":
             continue
         out[key] = t.detach().contiguous().clone()
+    if emb_key is not None:
+        out[emb_key] = out[emb_key].to(EMBEDDING_DTYPES[embedding_dtype]).contiguous()
     return out
 
 
@@ -64,8 +79,11 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, directory: str | Path) -> Path:
-    """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory."""
+def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, directory: str | Path,
+               embedding_dtype: str = "float32") -> Path:
+    """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory.
+
+    ``embedding_dtype`` "float16" stores the word-embedding table at half size (loaded back as float32)."""
     arch = getattr(model, "architecture", None)
     if arch not in ARCHITECTURES:
         raise TypeError(f"cannot save a {type(model).__name__}: not a BertEncoder or BitNetDecoder")
@@ -78,7 +96,10 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
         "quantization": TERNARY_QUANT if cfg.linear == "bitlinear" else None,
         "config": cfg.to_dict(),
     }
-    _atomic_write_bytes(directory / WEIGHTS_FILE, st_save(model_tensors(model), metadata={"format": "pt"}))
+    tensors = model_tensors(model, embedding_dtype)
+    if embedding_dtype != "float32":
+        config["embedding_dtype"] = embedding_dtype
+    _atomic_write_bytes(directory / WEIGHTS_FILE, st_save(tensors, metadata={"format": "pt"}))
     _atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     tokenizer_path = Path(tokenizer_path)
     if tokenizer_path.resolve() != (directory / TOKENIZER_FILE).resolve():
@@ -112,7 +133,10 @@ def _read_config(path: Path):
     if raw.get("quantization") != expected_quant:
         raise ModelFileError(f"{path}: 'quantization' is {raw.get('quantization')!r}, expected {expected_quant!r} "
                              f"for linear={cfg.linear!r}")
-    return model_cls, cfg
+    emb = raw.get("embedding_dtype", "float32")
+    if emb not in EMBEDDING_DTYPES:
+        raise ModelFileError(f"{path}: unsupported embedding_dtype {emb!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
+    return model_cls, cfg, EMBEDDING_DTYPES[emb]
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -141,7 +165,7 @@ def load_model(directory: str | Path):
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: model directory not found")
-    model_cls, cfg = _read_config(directory / CONFIG_FILE)
+    model_cls, cfg, emb_dtype = _read_config(directory / CONFIG_FILE)
     weights_path = directory / WEIGHTS_FILE
     tensors = _read_tensors(weights_path)
     model = model_cls(cfg)
@@ -158,12 +182,14 @@ def load_model(directory: str | Path):
         layer.set_ternary(q, scale)
         used.update({f"{name}.weight_packed", f"{name}.weight_scale"})
     state = model.state_dict()
+    emb_key = _word_embedding_key(model)
     with torch.no_grad():
         for key, dst in state.items():
             owner, _, leaf = key.rpartition(".")
             if owner in bit and leaf == "weight":
                 continue
-            dst.copy_(_expect(tensors, key, tuple(dst.shape), dst.dtype, weights_path))
+            dtype = emb_dtype if key == emb_key else dst.dtype
+            dst.copy_(_expect(tensors, key, tuple(dst.shape), dtype, weights_path).to(dst.dtype))
             used.add(key)
     extra = sorted(set(tensors) - used)
     if extra:
