@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bitrl_ros.telemetry.board import cpu_model
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", "78")
@@ -31,14 +32,6 @@ HERE = Path(__file__).resolve().parent
 PERIOD_NS = 25_000_000  # 40 Hz
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def serialized_observations(n: int) -> list[bytes]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bitrl_ros.telemetry.board import cpu_model
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from ppo_vs_sb3 import cpu_model  # noqa: E402
 
 
 def run_one(backbone: str, seed: int, steps: int, root: Path) -> dict:

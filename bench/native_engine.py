@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,16 +19,9 @@ import torch
 
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.backbone.engines.native import native_available
+from bitrl_ros.telemetry.board import cpu_model
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

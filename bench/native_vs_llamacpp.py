@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bitrl_ros.telemetry.board import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 1024
@@ -64,14 +65,6 @@ MAX_POS = 128
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def proc_status_kb(key: str) -> int:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bitrl_ros.telemetry.board import cpu_model
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", "76")
@@ -33,14 +34,6 @@ CONFIG = ROOT / "config" / "agent.yaml"
 ENV, BACKBONE = "CartPole-v1", "minilm-ternary-ptq"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def realtime(seconds: float, executor: str, tmp: Path) -> dict:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bitrl_ros.telemetry.board import cpu_model
 
 DEFAULT_VARIANTS = ("minilm-fp32:torch", "minilm-ternary-ptq:torch", "minilm-ternary-ptq:native")
 ENGINES = ("torch", "native")
@@ -85,14 +86,6 @@ def unavailable_reason(backbone: str, engine: str) -> str | None:
 
 # -- probes -----------------------------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class _PowerProbe:

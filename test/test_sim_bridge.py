@@ -3,7 +3,6 @@ ends (final observation, then the reset observation of the next episode), the ti
 malformed actions, and the reset_episode service."""
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -12,39 +11,14 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from bitrl_msgs.msg import Action, Observation  # noqa: E402
 from bitrl_msgs.srv import ResetEpisode  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from bitrl_ros.nodes.base import PIPELINE_QOS  # noqa: E402
 from bitrl_ros.nodes.sim_bridge import SimBridgeNode  # noqa: E402
+from ros_harness import Spinner  # noqa: E402
 
 WAIT_S = 15.0
-
-
-class Spinner:
-    """A node in its own context, spun by its own executor in a background thread."""
-
-    def __init__(self, build):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = build(self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while not self._stop.is_set() and self.ctx.ok():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
 
 
 class FakeAgent(Node):
@@ -134,7 +108,7 @@ def test_timeout_fallback_and_stale_actions(graph):
     agent.answer = False
     steps = bridge.total_steps
     assert _wait(lambda: bridge.fallback_count >= 2), "the timeout fallback never fired"
-    assert bridge.total_steps >= steps + 2  # it kept stepping on the fallback action
+    assert _wait(lambda: bridge.total_steps >= steps + 2)  # it kept stepping on the fallback action
     # An action for an (episode, step) other than the pending one is ignored and counted.
     stale = bridge.stale_actions
     agent.pub.publish(Action(episode=999, step=0))
@@ -150,7 +124,7 @@ def test_continuous_wrong_length_and_clipping(graph):
         return None if n is None else _action(obs, continuous=[5.0] * n)
 
     bridge, agent = graph(choose, env="HalfCheetah-v5", mode="lockstep", action_timeout_s=10.0)
-    assert _wait(lambda: bridge.total_steps >= 3)
+    assert _wait(lambda: bridge.total_steps >= 3 and len(agent.observations) >= 4)
     assert bridge.invalid_actions == 1 and bridge.fallback_count == 1
     assert bridge.clipped_count == 2
     assert [o.step for o in agent.observations[:4]] == [0, 1, 2, 3]

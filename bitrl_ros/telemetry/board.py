@@ -72,3 +72,14 @@ def detect_board(root: str | os.PathLike = "/", override: str = "auto") -> Board
     if root in ("/", b"/") and platform.machine() in ("x86_64", "AMD64", "i686"):
         return Board("x86", f"x86 ({platform.machine()}, no DMI)", POWER_MODELS["x86"])
     return Board("unknown", "unknown", POWER_MODELS["unknown"])
+
+
+def cpu_model(root: str | os.PathLike = "/") -> str:
+    """The CPU's marketing name (for benchmark records): /proc/cpuinfo's 'model name', else platform.processor()."""
+    import platform
+
+    text, _ = read_text(under(root, "/proc/cpuinfo"))
+    for line in (text or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
