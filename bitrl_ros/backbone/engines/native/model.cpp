@@ -6,23 +6,10 @@
 #include <cstring>
 #include <stdexcept>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define BITRL_PAUSE() _mm_pause()
-#elif defined(__aarch64__)
-#define BITRL_PAUSE() asm volatile("yield")
-#else
-#define BITRL_PAUSE() ((void)0)
-#endif
-
 namespace bitrl {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Thread pool
-
-namespace {
-constexpr int kSpin = 4000;  // pause iterations before sleeping (a few microseconds)
-}
 
 ThreadPool::ThreadPool(int threads) : n_(std::max(1, threads)) {
   for (int i = 1; i < n_; ++i) workers_.emplace_back([this, i] { worker(i); });
@@ -31,68 +18,58 @@ ThreadPool::ThreadPool(int threads) : n_(std::max(1, threads)) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_.store(true);
-    generation_.fetch_add(1);
+    stop_ = true;
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::take_chunks(uint32_t job, int worker) {
+void ThreadPool::take_chunks(uint64_t job, int worker) {
   for (;;) {
-    uint64_t cur = cursor_.load(std::memory_order_acquire);
-    if (static_cast<uint32_t>(cur >> 32) != job) return;       // a newer job: this one is over
-    int chunk = static_cast<int>(cur & 0xffffffffu);
-    if (chunk >= total_.load(std::memory_order_relaxed)) return;                                // every chunk of the job is claimed
-    if (!cursor_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
-    // The job cannot finish (and its fields cannot change) before this chunk is counted done.
-    fn_(ctx_, chunk, worker);
-    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == total_.load(std::memory_order_relaxed) && worker != 0) {
-      std::lock_guard<std::mutex> lock(done_mu_);
-      cv_done_.notify_one();
+    int chunk;
+    void (*fn)(void*, int, int);
+    void* ctx;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (job != job_ || next_ >= total_) return;  // a newer job, or every chunk of this one is claimed
+      chunk = next_++;
+      fn = fn_;
+      ctx = ctx_;
     }
+    fn(ctx, chunk, worker);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (++done_ == total_) cv_done_.notify_all();
   }
 }
 
 void ThreadPool::dispatch(void (*fn)(void*, int, int), void* ctx, int n_chunks) {
-  // Every chunk of the previous job is done, so no worker reads these fields now; a late worker's CAS fails on
-  // the job number until the release store below publishes them.
-  fn_ = fn;
-  ctx_ = ctx;
-  total_.store(n_chunks, std::memory_order_relaxed);
-  done_.store(0, std::memory_order_relaxed);
-  const uint32_t job = ++job_;
-  cursor_.store(static_cast<uint64_t>(job) << 32, std::memory_order_release);
+  uint64_t job;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+    fn_ = fn;
+    ctx_ = ctx;
+    total_ = n_chunks;
+    next_ = 0;
+    done_ = 0;
+    job = ++job_;
   }
   cv_start_.notify_all();
-  take_chunks(job, 0);
-  for (int s = 0; s < kSpin; ++s) {
-    if (done_.load(std::memory_order_acquire) == n_chunks) return;
-    BITRL_PAUSE();
-  }
-  std::unique_lock<std::mutex> lock(done_mu_);
-  cv_done_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == n_chunks; });
+  take_chunks(job, 0);  // the caller works too; a worker the OS has not scheduled yet is never waited for
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_done_.wait(lock, [&] { return done_ == total_; });
 }
 
 void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int s = 0; s < kSpin && g == seen; ++s) {
-      BITRL_PAUSE();
-      g = generation_.load(std::memory_order_acquire);
-    }
-    if (g == seen) {
+    uint64_t job;
+    {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      g = generation_.load(std::memory_order_acquire);
+      cv_start_.wait(lock, [&] { return stop_ || job_ != seen; });
+      if (stop_) return;
+      job = seen = job_;
     }
-    seen = g;
-    if (stop_.load()) return;
-    take_chunks(static_cast<uint32_t>(cursor_.load(std::memory_order_acquire) >> 32), index);
+    take_chunks(job, index);
   }
 }
 

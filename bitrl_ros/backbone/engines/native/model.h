@@ -15,7 +15,6 @@
 // repeated calls of the same or smaller size allocate nothing (see scratch_grows()).
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -56,25 +55,23 @@ class ThreadPool {
 
  private:
   void dispatch(void (*fn)(void*, int, int), void* ctx, int n_chunks);
-  void take_chunks(uint32_t job, int worker);
+  void take_chunks(uint64_t job, int worker);
   void worker(int index);
 
   int n_;
   std::vector<std::thread> workers_;
-  // The current job: fields written by the caller before it publishes `job << 32 | 0` in cursor_; a chunk is
-  // claimed by a CAS on cursor_ that also checks the job number, so a late worker can never run a stale job.
-  void (*fn_)(void*, int, int) = nullptr;
-  void* ctx_ = nullptr;
-  std::atomic<int> total_{0};
-  uint32_t job_ = 0;
-  std::atomic<uint64_t> cursor_{0};
-  std::atomic<int> done_{0};
-  std::atomic<uint64_t> generation_{0};  // wake-up counter
-  std::atomic<bool> stop_{false};
+  // The current job, all under mu_: a chunk is claimed and counted done under the lock, so a job cannot end
+  // (and its fields cannot change) while one of its chunks is still running. Only fn_ runs outside the lock.
   std::mutex mu_;
   std::condition_variable cv_start_;
-  std::mutex done_mu_;
   std::condition_variable cv_done_;
+  void (*fn_)(void*, int, int) = nullptr;
+  void* ctx_ = nullptr;
+  int total_ = 0;
+  int next_ = 0;
+  int done_ = 0;
+  uint64_t job_ = 0;
+  bool stop_ = false;
 };
 
 struct TernaryLinear {
