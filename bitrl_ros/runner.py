@@ -260,6 +260,17 @@ def run(opts: RunOptions) -> dict:
         if context.ok():
             rclpy.shutdown(context=context)
     summary["checkpoint"] = validated["policy_value"]["checkpoint_dir"]
+    returns = list(policy.episode_returns) if policy is not None else []
+    if returns:  # the whole history, restored episodes included
+        from bitrl_ros.envs import get_spec
+        from bitrl_ros.train import plot_learning_curve
+
+        plot = Path(summary["checkpoint"]).parent / "learning_curve.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_learning_curve([(i + 1, r, 0) for i, r in enumerate(returns)], plot,
+                            title=f"bitrl run: {b['env']} / {validated['ternary_encoder']['backbone']}",
+                            target=get_spec(b["env"]).solved_return, xlabel="episode")
+        summary["plot"] = str(plot)
     return summary
 
 
@@ -343,6 +354,7 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("safe actions (policy)", str(s["safe_actions"])),
         ("wall time", f"{s['wall_s']:.1f} s"),
         ("checkpoint", s["checkpoint"]),
+        ("learning curve", s.get("plot", "-")),
     ]
     return rows
 

@@ -270,7 +270,9 @@ class _Progress:
             self._bar.stop()
 
 
-def plot_learning_curve(episode_log, path: Path, title: str, target: float | None = None):
+def plot_learning_curve(episode_log, path: Path, title: str, target: float | None = None,
+                        xlabel: str = "environment steps"):
+    """episode_log: (x, return, length) per finished episode; x is the env step (or the episode number)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -285,7 +287,7 @@ def plot_learning_curve(episode_log, path: Path, title: str, target: float | Non
         ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of last {k}")
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"solved ({target:g})")
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("return")
     ax.set_title(title)
     ax.legend(loc="lower right")
