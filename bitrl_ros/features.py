@@ -21,7 +21,7 @@ class TextStage:
 
     def __call__(self, observations: np.ndarray):
         obs = validate_batch(observations, self.spec)
-        texts = self.serializer.batch(obs)
+        texts = self.serializer.batch(obs, validated=True)  # validated once, just above
         return obs, texts, self.tokenizer.encode_batch(texts, self.max_tokens)
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_write_text
 
 CORPUS_VERSION = 1
 HELDOUT_PERMILLE = 50  # 5 %
@@ -226,19 +226,6 @@ def generate(n_states_per_env_format: int, seed: int, n_missions: int | None = N
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_corpus(n_states_per_env_format: int = 2000, seed: int = 0, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
                  heldout_permille: int = HELDOUT_PERMILLE, envs: list[str] | None = None,
                  n_missions: int | None = None, n_general: int | None = None):
@@ -261,7 +248,7 @@ def build_corpus(n_states_per_env_format: int = 2000, seed: int = 0, cache_dir: 
     pairs = generate(n_states_per_env_format, seed, n_missions=n_missions, n_general=n_general, envs=envs)
     texts, labels = [t for t, _ in pairs], [lab for _, lab in pairs]
     if cache is not None:
-        _atomic_write_text(cache, json.dumps({"params": params, "texts": texts, "labels": labels}))
+        atomic_write_text(cache, json.dumps({"params": params, "texts": texts, "labels": labels}))
     return _split(texts, labels, params, heldout_permille, cache)
 
 

@@ -42,6 +42,7 @@ from safetensors.torch import save_file as st_save_file
 from torch import nn
 
 from ..errors import BitrlError
+from ..fileio import atomic_write_text
 from .bert import BertEncoder
 from .bitlinear import BitLinear
 from .corpus import build_corpus, label_group
@@ -136,17 +137,6 @@ def heldout_cosine(student_pool: torch.Tensor, teacher_pool: torch.Tensor, group
 
 # -------------------------------------------------------------------------------------------------- checkpoints
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     sd = opt.state_dict()
     tensors = {}
@@ -179,7 +169,7 @@ def save_checkpoint(out_dir: Path, step: int, student: nn.Module, opt: torch.opt
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_write_text(root / "latest.json", json.dumps({"checkpoint": final.name, "step": step}) + "\n")
+    atomic_write_text(root / "latest.json", json.dumps({"checkpoint": final.name, "step": step}) + "\n")
     for old in root.iterdir():  # keep only the published checkpoint
         if old.is_dir() and old.name != final.name and not old.name.startswith(".step-"):
             shutil.rmtree(old, ignore_errors=True)
@@ -328,7 +318,7 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
               "steps_per_s_this_run": round((step - start_step) / run_s, 4) if run_s > 0 else None,
               "heldout_initial": evals[0], "heldout_final": evals[-1], "evals": evals, "history": history,
               "embedding_dtype": EMBEDDING_DTYPE}
-    _atomic_write_text(out_dir / "training_log.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out_dir / "training_log.json", json.dumps(report, indent=1) + "\n")
     log(f"distilled {step} steps in {elapsed:.0f}s; held-out cosine {evals[0]['mean']:.4f} -> {evals[-1]['mean']:.4f}; "
         f"saved {out_dir}")
     return report

@@ -29,7 +29,6 @@ device and materialized uninitialized, so no random init and at most one source 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -40,6 +39,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import BitrlError, ModelFileError
+from ..fileio import read_json_object
 from .bitlinear import BitLinear, ternarize
 from .bitnet import BitNetDecoder, DecoderConfig
 from .tokenizer import Tokenizer
@@ -62,18 +62,6 @@ class NetworkUnavailable(BitrlError):
 
 
 # ----------------------------------------------------------------------------------------------- config
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ModelFileError(f"{path}: file not found")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelFileError(f"{path}: expected a JSON object at the top level")
-    return raw
 
 
 def hf_decoder_config(raw: dict, path: Path) -> tuple[DecoderConfig, dict]:
@@ -134,7 +122,7 @@ class _TensorSource:
         single, index = directory / WEIGHTS_FILE, directory / INDEX_FILE
         self.files: dict[str, Path] = {}
         if index.is_file():
-            raw = _read_json(index)
+            raw = read_json_object(index, ModelFileError)
             wmap = raw.get("weight_map")
             if not isinstance(wmap, dict) or not wmap:
                 raise ModelFileError(f"{index}: missing or empty 'weight_map'")
@@ -265,7 +253,7 @@ def import_hf_bitnet(checkpoint_dir: str | Path) -> tuple[BitNetDecoder, Tokeniz
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: checkpoint directory not found")
     cfg_path = directory / CONFIG_FILE
-    cfg, quant = hf_decoder_config(_read_json(cfg_path), cfg_path)
+    cfg, quant = hf_decoder_config(read_json_object(cfg_path, ModelFileError), cfg_path)
     tokenizer = Tokenizer(directory / TOKENIZER_FILE)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise ModelFileError(f"{directory / TOKENIZER_FILE}: tokenizer has {tokenizer.vocab_size} tokens, more "

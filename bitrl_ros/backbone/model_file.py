@@ -10,9 +10,7 @@ exact ternary weights, so save -> load -> forward is bit-identical (given the st
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ..errors import ModelFileError
+from ..fileio import atomic_write_bytes, read_json_object
 from .bert import BertEncoder, EncoderConfig
 from .bitlinear import BitLinear, pack_ternary, unpack_ternary
 from .bitnet import BitNetDecoder, DecoderConfig
@@ -68,17 +67,6 @@ def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[st
     return out
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, directory: str | Path,
                embedding_dtype: str = "float32") -> Path:
     """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory.
@@ -99,8 +87,8 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
     tensors = model_tensors(model, embedding_dtype)
     if embedding_dtype != "float32":
         config["embedding_dtype"] = embedding_dtype
-    _atomic_write_bytes(directory / WEIGHTS_FILE, st_save(tensors, metadata={"format": "pt"}))
-    _atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_bytes(directory / WEIGHTS_FILE, st_save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     tokenizer_path = Path(tokenizer_path)
     if tokenizer_path.resolve() != (directory / TOKENIZER_FILE).resolve():
         shutil.copyfile(tokenizer_path, directory / TOKENIZER_FILE)
@@ -108,14 +96,7 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
 
 
 def _read_config(path: Path):
-    if not path.is_file():
-        raise ModelFileError(f"{path}: file not found")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelFileError(f"{path}: expected a JSON object at the top level")
+    raw = read_json_object(path, ModelFileError)
     arch = raw.get("architecture")
     if arch not in ARCHITECTURES:
         raise ModelFileError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
