@@ -81,6 +81,8 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/config", sorted(glob("config/*.yaml"))),
         ("share/" + package_name + "/launch", sorted(glob("launch/*.launch.py"))),
+        *[("share/" + package_name + "/" + d, sorted(f for f in glob(d + "/*") if os.path.isfile(f)))
+          for d in sorted(glob("models/*")) if os.path.isdir(d)],
     ],
     install_requires=["setuptools"],
     zip_safe=False,

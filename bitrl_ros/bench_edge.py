@@ -42,7 +42,7 @@ from bitrl_ros.telemetry.board import cpu_model
 
 DEFAULT_VARIANTS = ("minilm-fp32:torch", "minilm-ternary-ptq:torch", "minilm-ternary-ptq:native")
 ENGINES = ("torch", "native")
-TERNARY_BACKBONES = ("minilm-ternary-ptq",)
+TERNARY_BACKBONES = ("minilm-bitnet-distilled", "minilm-ternary-ptq")
 COLUMNS = ("backbone", "engine", "peak_memory_mb", "latency_p50_ms", "latency_p99_ms", "steps_per_s",
            "energy_j_per_episode", "energy_label", "temperature_c")
 

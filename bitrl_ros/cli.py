@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -223,7 +224,8 @@ def cmd_distill(args) -> int:
     distill(args.out, steps=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
             progress=not args.no_progress, time_budget_s=args.time_budget,
             n_states_per_env_format=args.states_per_env_format, max_tokens=args.max_tokens,
-            eval_every=args.eval_every, ckpt_every=args.ckpt_every)
+            eval_every=args.eval_every, ckpt_every=args.ckpt_every,
+            ckpt_dir=args.ckpt_dir or Path("runs") / "distill" / Path(args.out).resolve().name / "checkpoints")
     return 0
 
 
@@ -234,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the policy/value heads online with PPO in a gymnasium env")
     train.add_argument("--config", default=None, help="YAML file (default: config/train.yaml)")
     train.add_argument("--env", default=None)
-    train.add_argument("--backbone", default=None, help="minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
+    train.add_argument("--backbone", default=None, help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
     train.add_argument("--steps", type=int, default=None, help="total environment steps")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
@@ -334,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis = sub.add_parser("distill", help="quantization-aware distillation of all-MiniLM-L6-v2 into a BitLinear "
                                          "student (ternary weights, int8 activations), saved in our model format")
     dis.add_argument("--out", default="models/minilm-bitnet-distilled", help="output model directory")
-    dis.add_argument("--steps", type=int, default=3000, help="optimizer steps (the LR schedule spans them)")
+    dis.add_argument("--steps", type=int, default=1000, help="optimizer steps (the LR schedule spans them)")
     dis.add_argument("--time-budget", type=float, default=None, dest="time_budget",
                      help="stop (and still save) after this many seconds of training, summed over resumes")
     dis.add_argument("--batch", type=int, default=32)
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--max-tokens", type=int, default=64, dest="max_tokens", help="longer texts are truncated")
     dis.add_argument("--eval-every", type=int, default=100, dest="eval_every")
     dis.add_argument("--ckpt-every", type=int, default=200, dest="ckpt_every")
+    dis.add_argument("--ckpt-dir", default=None, dest="ckpt_dir",
+                     help="training checkpoints (default: runs/distill/<out name>/checkpoints)")
     dis.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     dis.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     dis.add_argument("--no-progress", action="store_true", dest="no_progress")

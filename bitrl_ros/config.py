@@ -40,7 +40,7 @@ class NormalizeConfig:
 @dataclass
 class TrainConfig:
     env: str = "CartPole-v1"
-    backbone: str = "minilm-ternary-ptq"
+    backbone: str = "minilm-bitnet-distilled"
     seed: int = 0
     total_steps: int = 150000
     torch_threads: int = 1

@@ -78,13 +78,13 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("publish_clock", True, "publish /clock from simulation time"),
     ],
     "state_serializer": COMMON + [
-        ParamSpec("backbone", "minilm-ternary-ptq", "backbone id or model dir whose tokenizer produces token_ids"),
+        ParamSpec("backbone", "minilm-bitnet-distilled", "backbone id or model dir whose tokenizer produces token_ids"),
         ParamSpec("format", "compact", "serializer format", choices=("compact", "structured", "natural")),
         ParamSpec("precision", -1, "decimals shift for the serializer (-1: the env's default)", -1, 6),
         ParamSpec("max_tokens", 64, "token budget; longer texts are truncated and counted", 4, 512),
     ],
     "ternary_encoder": COMMON + [
-        ParamSpec("backbone", "minilm-ternary-ptq", "backbone id or model dir (frozen)"),
+        ParamSpec("backbone", "minilm-bitnet-distilled", "backbone id or model dir (frozen)"),
         ParamSpec("engine", "auto", "inference engine (auto: native when built and the backbone is ternary)",
                   choices=("auto", "torch", "native")),
         ParamSpec("pooling", "mean", "token pooling", choices=("mean", "cls", "last")),

@@ -97,9 +97,9 @@ def test_distill_loss_decreases_resume_and_saved_model(corpus, tiny, tmp_path):
     assert len(got) == 20 and [h["step"] for h in resumed["history"]] == list(range(1, 21))
     assert got == pytest.approx(losses, rel=1e-5, abs=1e-6)
 
-    # The saved model: fp16 embedding table on disk, loads through load_backbone(dir) and runs.
+    # The saved model: int8 embedding table on disk, loads through load_backbone(dir) and runs.
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert cfg["embedding_dtype"] == "float16"
+    assert cfg["embedding_dtype"] == "int8"
     log = json.loads((tmp_path / "a" / "training_log.json").read_text())
     assert log["steps_done"] == 20
     bb = load_backbone(str(tmp_path / "a"), engine="torch")
@@ -132,7 +132,7 @@ def _run_until(out, step, kw):
     return json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
 
 
-def test_fp16_embedding_round_trip(tiny, tmp_path):
+def test_fp16_and_int8_embedding_round_trip(tiny, tmp_path):
     teacher, tok_path = tiny
     model = make_student(teacher).eval()
     for m in model.modules():
@@ -152,6 +152,16 @@ def test_fp16_embedding_round_trip(tiny, tmp_path):
         ref = model.float()(ids)
         out = loaded(ids)
     assert torch.allclose(out, ref, atol=1e-2)
+    # int8: per-row scales; the student already holds the int8 round trip, so the saved table equals it exactly.
+    save_model(model, tok_path, tmp_path / "m8", embedding_dtype="int8")
+    raw8 = load_file(str(tmp_path / "m8" / "model.safetensors"))
+    assert raw8["embeddings.word.weight"].dtype == torch.int8
+    assert raw8["embeddings.word.weight_scale"].shape == (model.embeddings.word.weight.shape[0],)
+    loaded8, _ = load_model(tmp_path / "m8")
+    assert torch.allclose(loaded8.embeddings.word.weight, model.embeddings.word.weight, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(model.embeddings.word.weight, teacher.embeddings.word.weight)  # make_student quantized it
+    err = (model.embeddings.word.weight - teacher.embeddings.word.weight).abs().amax(1)
+    assert (err <= teacher.embeddings.word.weight.abs().amax(1) / 254 + 1e-7).all()
     # The default stays float32 with no new config key.
     save_model(model, tok_path, tmp_path / "m32")
     assert "embedding_dtype" not in json.loads((tmp_path / "m32" / "config.json").read_text())

@@ -3,24 +3,29 @@
 Student: a copy of the teacher whose encoder linears (q, k, v, attention output, intermediate, output) are
 trainable BitLinears (absmean ternary weights and per-token int8 activations, fake-quantized with a straight-through
 estimator), initialized from the teacher's weights, i.e. starting from the PTQ model. Embedding tables stay frozen
-at the teacher's values (AdamW's weight decay would otherwise shrink every row the small corpus never touches);
-LayerNorms and biases train in fp32.
+(AdamW's weight decay would otherwise shrink every row the small corpus never touches): the position and token-type
+tables at the teacher's values, the word table at its int8 round trip, i.e. exactly the values that ship, so the
+student learns around the embedding quantization error too. LayerNorms and biases train in fp32.
 
 Loss, per batch (teacher run on the fly under no_grad):
     (1 - cos(student_pool, teacher_pool)) + relMSE(pooled) + hidden_weight * mean_l relMSE(hidden_l)
 where pool is the masked mean over tokens, relMSE(a, b) = sum((a-b)^2) / sum(b^2) over real tokens, and l runs over
 the N layer outputs. AdamW, linear warmup then cosine decay to 10% of lr, gradient clipping at 1.0.
 
-Checkpoints (every ``ckpt_every`` steps and at the end) are ``<out>/checkpoints/step-XXXXXXX/`` holding
+Checkpoints (every ``ckpt_every`` steps and at the end) are ``<ckpt_dir>/step-XXXXXXX/`` (default
+``<ckpt_dir>`` = ``<out>/checkpoints``; ``bitrl distill`` keeps them out of the model directory) holding
 ``student.safetensors`` (latent fp32 weights), ``optim.safetensors`` (AdamW moments) and ``state.json`` (step,
 settings, sampler RNG state, corpus hash, elapsed time, log), published by atomically rewriting
-``<out>/checkpoints/latest.json``; no pickle anywhere. The final model is frozen and saved in our model format
+``<ckpt_dir>/latest.json``; no pickle anywhere. The final model is frozen and saved in our model format
 (model_file.py) with the word-embedding table in float16, plus ``training_log.json``.
 
-Why float16 and not int8 for the embedding table: the table is a lookup, not a matmul, so int8 buys no compute,
-only 11.7 MB instead of 23.4 MB (30522 x 384). float16's relative error (2^-11) is far below the int8 activation
-quantization every BitLinear applies right after, so it costs no measurable accuracy and needs no scales, while int8
-(per-row absmax) adds an error of ~0.4% of each row's largest value to every token of every input.
+Why int8 (per-row absmax scales) and not float16 for the word-embedding table: the size budget. 30522 x 384 in
+float16 is 23.4 MB, which with the 2.7 MB of packed ternary weights and the 0.7 MB tokenizer breaks the 25 MB
+limit; int8 is 11.7 MB (+ 0.1 MB of scales). The table is a lookup, so int8 buys no compute, and its error
+(at most half a step of 1/127 of each row's largest value) is of the same kind and size as the int8 activation
+quantization every BitLinear applies to the first layer's input anyway; the student trains on the int8 table, so
+the distillation compensates for it. Pruning the vocabulary instead would have made the tokenizer map rare words to
+[UNK]; int8 keeps the full WordPiece vocabulary.
 """
 
 from __future__ import annotations
@@ -46,21 +51,25 @@ from ..fileio import atomic_write_text
 from .bert import BertEncoder
 from .bitlinear import BitLinear
 from .corpus import build_corpus, label_group
-from .model_file import save_model
+from .model_file import dequantize_rows_int8, quantize_rows_int8, save_model
 from .tokenizer import Tokenizer
 
-EMBEDDING_DTYPE = "float16"
+EMBEDDING_DTYPE = "int8"
 CKPT_DIR = "checkpoints"
 
 
 def make_student(teacher: BertEncoder) -> BertEncoder:
-    """A trainable copy of ``teacher`` with every nn.Linear replaced by an (unfrozen) BitLinear."""
+    """A trainable copy of ``teacher`` with every nn.Linear replaced by an (unfrozen) BitLinear and its word
+    embeddings replaced by their (frozen) int8 round trip."""
     student = copy.deepcopy(teacher)
     for parent in list(student.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, BitLinear.from_linear(child))
     student.config = dataclasses.replace(student.config, linear="bitlinear")
+    with torch.no_grad():
+        word = student.embeddings.word.weight
+        word.copy_(dequantize_rows_int8(*quantize_rows_int8(word)))
     student.requires_grad_(True)
     student.embeddings.word.requires_grad_(False)
     student.embeddings.position.requires_grad_(False)
@@ -154,9 +163,8 @@ def _load_optim(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], gr
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(out_dir: Path, step: int, student: nn.Module, opt: torch.optim.Optimizer,
+def save_checkpoint(root: Path, step: int, student: nn.Module, opt: torch.optim.Optimizer,
                     gen: torch.Generator, state: dict) -> Path:
-    root = out_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:07d}-"))
@@ -176,11 +184,11 @@ def save_checkpoint(out_dir: Path, step: int, student: nn.Module, opt: torch.opt
     return final
 
 
-def load_checkpoint(out_dir: Path) -> tuple[Path, dict] | None:
-    latest = out_dir / CKPT_DIR / "latest.json"
+def load_checkpoint(root: Path) -> tuple[Path, dict] | None:
+    latest = root / "latest.json"
     if not latest.is_file():
         return None
-    ck = out_dir / CKPT_DIR / json.loads(latest.read_text())["checkpoint"]
+    ck = root / json.loads(latest.read_text())["checkpoint"]
     return ck, json.loads((ck / "state.json").read_text())
 
 
@@ -192,16 +200,18 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
             corpus: tuple[list[str], list[str], dict] | None = None, n_states_per_env_format: int = 2000,
             max_tokens: int = 64, warmup: int | None = None, weight_decay: float = 0.01,
             hidden_weight: float = 1.0, eval_every: int = 100, ckpt_every: int = 200, eval_max: int = 1024,
-            grad_clip: float = 1.0, log=print) -> dict:
+            grad_clip: float = 1.0, ckpt_dir: str | Path | None = None, log=print) -> dict:
     """Distill and save the frozen student to ``out_dir`` (our model format); returns the training log dict.
 
     ``teacher``/``tokenizer_path`` default to all-MiniLM-L6-v2; ``corpus`` to ``build_corpus(n_states_per_env_
     format, seed)``. ``time_budget_s`` bounds the total training time across resumes: training stops early (and
     still saves) once it is spent. With ``resume`` an existing checkpoint in ``out_dir`` is continued (its corpus
-    hash must match); without it, training starts over. Tokens beyond ``max_tokens`` are truncated.
+    hash must match); without it, training starts over. Tokens beyond ``max_tokens`` are truncated. Checkpoints go
+    to ``ckpt_dir`` (default ``out_dir/checkpoints``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_root = Path(ckpt_dir) if ckpt_dir is not None else out_dir / CKPT_DIR
     if teacher is None:
         from .teacher import load_teacher, teacher_dir
 
@@ -236,7 +246,7 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
     history: list[dict] = []
     evals: list[dict] = []
     step, elapsed_before = 0, 0.0
-    found = load_checkpoint(out_dir) if resume else None
+    found = load_checkpoint(ckpt_root) if resume else None
     if found is not None:
         ck, state = found
         if state["corpus_hash"] != meta["hash"]:
@@ -249,8 +259,8 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
         step, elapsed_before = state["step"], state["elapsed_s"]
         history, evals = state["history"], state["evals"]
         log(f"resuming from {ck} at step {step}")
-    elif not resume and (out_dir / CKPT_DIR).exists():
-        shutil.rmtree(out_dir / CKPT_DIR)
+    elif not resume and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)
 
     def evaluate() -> dict:
         res = heldout_cosine(pooled_embeddings(student, held_ids, tok.pad_id), teacher_held, held_groups)
@@ -299,13 +309,13 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
                 bar.update(task, completed=step, info=f"loss {parts['loss']:.4f} cos {parts['cos']:.4f} "
                                                       f"held-out cos {evals[-1]['mean']:.4f}")
             if step % ckpt_every == 0 and step < steps:
-                save_checkpoint(out_dir, step, student, opt, gen, ckpt_state())
+                save_checkpoint(ckpt_root, step, student, opt, gen, ckpt_state())
     finally:
         if bar is not None:
             bar.stop()
     if evals[-1]["step"] != step:
         evaluate()
-    save_checkpoint(out_dir, step, student, opt, gen, ckpt_state())
+    save_checkpoint(ckpt_root, step, student, opt, gen, ckpt_state())
     elapsed = elapsed_before + time.monotonic() - t0
     run_s = time.monotonic() - t0
     for m in student.modules():

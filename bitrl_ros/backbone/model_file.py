@@ -2,9 +2,10 @@
 
 For every BitLinear `<name>`: `<name>.weight_packed` (uint8, 2 bits per weight, see pack_ternary),
 `<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. Every other tensor keeps its state-dict name
-and float dtype, except that the word-embedding table may be stored in float16 (config.json
-``"embedding_dtype": "float16"``; absent means float32); it is upcast to float32 on load. Loading installs the
-exact ternary weights, so save -> load -> forward is bit-identical (given the stored embedding values).
+and float dtype, except that the word-embedding table may be stored smaller (config.json ``"embedding_dtype"``;
+absent means float32): "float16", or "int8" with one float32 absmax scale per row in ``<key>_scale`` (shape [V]);
+it is dequantized to float32 on load. Loading installs the exact ternary weights, so save -> load -> forward is
+bit-identical (given the stored embedding values).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
-EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
+SCALE_SUFFIX = "_scale"
 TERNARY_QUANT = {"weights": "ternary-absmean", "activations": "int8-absmax-per-token"}
 ARCHITECTURES = {
     BertEncoder.architecture: (BertEncoder, EncoderConfig),
@@ -46,6 +48,18 @@ def _word_embedding_key(model: nn.Module) -> str | None:
     return None
 
 
+def quantize_rows_int8(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row absmax int8: (q int8 [V, D], scale float32 [V]) with table ~= q * scale[:, None]."""
+    table = table.detach().float()
+    scale = table.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(table / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def dequantize_rows_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale[:, None]
+
+
 def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[str, torch.Tensor]:
     """The tensors written to model.safetensors for ``model`` (word embeddings in ``embedding_dtype``)."""
     if embedding_dtype not in EMBEDDING_DTYPES:
@@ -62,7 +76,9 @@ def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[st
         if owner in bit and leaf == "weight":
             continue
         out[key] = t.detach().contiguous().clone()
-    if emb_key is not None:
+    if emb_key is not None and embedding_dtype == "int8":
+        out[emb_key], out[emb_key + SCALE_SUFFIX] = quantize_rows_int8(out[emb_key])
+    elif emb_key is not None:
         out[emb_key] = out[emb_key].to(EMBEDDING_DTYPES[embedding_dtype]).contiguous()
     return out
 
@@ -71,7 +87,8 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
                embedding_dtype: str = "float32") -> Path:
     """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory.
 
-    ``embedding_dtype`` "float16" stores the word-embedding table at half size (loaded back as float32)."""
+    ``embedding_dtype`` "float16" or "int8" (per-row scales) stores the word-embedding table smaller; it is
+    loaded back as float32."""
     arch = getattr(model, "architecture", None)
     if arch not in ARCHITECTURES:
         raise TypeError(f"cannot save a {type(model).__name__}: not a BertEncoder or BitNetDecoder")
@@ -117,7 +134,7 @@ def _read_config(path: Path):
     emb = raw.get("embedding_dtype", "float32")
     if emb not in EMBEDDING_DTYPES:
         raise ModelFileError(f"{path}: unsupported embedding_dtype {emb!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
-    return model_cls, cfg, EMBEDDING_DTYPES[emb]
+    return model_cls, cfg, emb
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -146,7 +163,7 @@ def load_model(directory: str | Path):
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: model directory not found")
-    model_cls, cfg, emb_dtype = _read_config(directory / CONFIG_FILE)
+    model_cls, cfg, emb_name = _read_config(directory / CONFIG_FILE)
     weights_path = directory / WEIGHTS_FILE
     tensors = _read_tensors(weights_path)
     model = model_cls(cfg)
@@ -169,7 +186,13 @@ def load_model(directory: str | Path):
             owner, _, leaf = key.rpartition(".")
             if owner in bit and leaf == "weight":
                 continue
-            dtype = emb_dtype if key == emb_key else dst.dtype
+            if key == emb_key and emb_name == "int8":
+                q = _expect(tensors, key, tuple(dst.shape), torch.int8, weights_path)
+                scale = _expect(tensors, key + SCALE_SUFFIX, (dst.shape[0],), torch.float32, weights_path)
+                dst.copy_(dequantize_rows_int8(q, scale))
+                used.update({key, key + SCALE_SUFFIX})
+                continue
+            dtype = EMBEDDING_DTYPES[emb_name] if key == emb_key else dst.dtype
             dst.copy_(_expect(tensors, key, tuple(dst.shape), dtype, weights_path).to(dst.dtype))
             used.add(key)
     extra = sorted(set(tensors) - used)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from ..errors import ModelFileError
 from .engines import ENGINES, make_engine
 from .model_file import load_model
 from .teacher import load_teacher, ternarize_ptq
 from .tokenizer import Tokenizer
 
 POOLINGS = ("mean", "cls", "last")
-BACKBONE_IDS = ("minilm-fp32", "minilm-ternary-ptq", "mlp")
+DEFAULT_BACKBONE = "minilm-bitnet-distilled"
+# Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
+SHIPPED_MODELS = ("minilm-bitnet-distilled",)
+BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", "mlp")
+
+
+def shipped_model_dir(model_id: str) -> Path:
+    """The directory of a shipped model: the source tree's models/ first, then the installed share/ copy."""
+    candidates = [Path(__file__).resolve().parents[2] / "models" / model_id,
+                  Path(sys.prefix) / "share" / "bitrl_ros" / "models" / model_id]
+    for c in candidates:
+        if (c / "config.json").is_file():
+            return c
+    raise ModelFileError(f"shipped model {model_id!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
+                         f"it is part of the repository under models/{model_id}")
 
 
 class Backbone:
@@ -127,6 +143,9 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
         if backbone_id == "minilm-ternary-ptq":
             model = ternarize_ptq(model)
         return Backbone(backbone_id, model, tok, **kw)
+    if backbone_id in SHIPPED_MODELS:
+        model, tok = load_model(shipped_model_dir(backbone_id))
+        return Backbone(backbone_id, model, tok, **kw)
     if Path(backbone_id).is_dir():
         model, tok = load_model(backbone_id)
         return Backbone(backbone_id, model, tok, **kw)
@@ -142,6 +161,8 @@ def load_tokenizer(backbone_id: str) -> Tokenizer | None:
         return None
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
         return Tokenizer(teacher_dir() / "tokenizer.json")
+    if backbone_id in SHIPPED_MODELS:
+        return Tokenizer(shipped_model_dir(backbone_id) / "tokenizer.json")
     if Path(backbone_id).is_dir():
         return Tokenizer(Path(backbone_id) / "tokenizer.json")
     raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "

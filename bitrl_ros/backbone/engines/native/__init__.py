@@ -64,7 +64,7 @@ def _ternary(lin: nn.Module, name: str) -> tuple[np.ndarray, float]:
     if not isinstance(lin, BitLinear):
         raise NativeEngineError(
             f"the native engine needs ternary linears, but '{name}' is a {type(lin).__name__} (an fp model such as "
-            "minilm-fp32): use engine='torch', or a ternary backbone such as minilm-ternary-ptq")
+            "minilm-fp32): use engine='torch', or a ternary backbone such as minilm-bitnet-distilled")
     if not lin.frozen:
         raise NativeEngineError(f"the native engine needs frozen BitLinears, but '{name}' is not frozen "
                                 "(call .freeze() after training)")
