@@ -244,7 +244,7 @@ def run(opts: RunOptions) -> dict:
         executor = make_executor(opts.executor, opts.threads, len(nodes), context)
         for node in nodes.values():
             executor.add_node(node)
-        summary = _spin(executor, bridge, policy, opts)
+        summary = _spin(executor, bridge, policy, opts, nodes.get("bag_recorder"))
         if "bag_recorder" in nodes:
             rec = nodes["bag_recorder"]
             time.sleep(0.2)  # nothing spins now; messages already taken are in the writer
@@ -274,7 +274,7 @@ def run(opts: RunOptions) -> dict:
     return summary
 
 
-def _spin(executor, bridge, policy, opts: RunOptions) -> dict:
+def _spin(executor, bridge, policy, opts: RunOptions, recorder=None) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     stop = threading.Event()
@@ -300,8 +300,8 @@ def _spin(executor, bridge, policy, opts: RunOptions) -> dict:
             progress.update(task, completed=bridge.total_steps, description=_progress_line(bridge, policy))
     except KeyboardInterrupt:
         interrupted = True
-    if opts.record is not None and not interrupted:
-        time.sleep(0.5)  # let the recorder take the last messages still on their way
+    if recorder is not None and not interrupted:
+        _drain_recorder(recorder, bridge)
     stop.set()
     thread.join(5.0)
     wall_s = time.perf_counter() - (bridge.started_at or t0)
@@ -312,6 +312,18 @@ def _spin(executor, bridge, policy, opts: RunOptions) -> dict:
     summary = summarize(bridge, policy, wall_s, "")
     summary["interrupted"] = interrupted
     return summary
+
+
+def _drain_recorder(recorder, bridge, timeout_s: float = 5.0) -> None:
+    """Keep spinning until the recorder holds every observation the bridge published (a loaded machine can take
+    well over the usual few ms to deliver the last ones), then a little longer for the messages that follow it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recorded = sum(n for topic, n in recorder.counts.items() if topic.rsplit("/", 1)[-1] == "observation")
+        if recorded >= bridge.observations_published:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # the action, encoded state and stats that answer the last observation
 
 
 def _spin_executor(executor, stop) -> None:

@@ -29,7 +29,7 @@ from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
 from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import ERROR, OK, WARN, copy_header, make_status, observation_to_array, to_float32_list
-from bitrl_ros.rl.checkpoint import STATE_FILE
+from bitrl_ros.rl.checkpoint import STATE_FILE, check_same_backbone
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
@@ -71,6 +71,7 @@ class PolicyValueNode(Node):
         self.learn = p["learn"]
         self.learner: OnlineLearner | None = None
         self.feature_dim: int | None = None
+        self.backbone_id = ""  # of the encoded states the heads are built for (kept in checkpoints)
         self.restored: dict = {}  # what resume brought back (updates, global_step, episodes), empty if nothing
 
         # Run statistics, read by the runner. Counters the worker thread reads are guarded by _lock.
@@ -202,7 +203,7 @@ class PolicyValueNode(Node):
             parts.append(observation_to_array(obs).astype(np.float32))
         features = np.concatenate(parts)
         if self.feature_dim is None:
-            self._build_learner(features.size)
+            self._build_learner(features.size, enc.backbone_id)
         elif features.size != self.feature_dim:
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, giving "
                                      f"{features.size} features where the heads take {self.feature_dim}")
@@ -223,9 +224,10 @@ class PolicyValueNode(Node):
                 self._current_episode = None
 
     # -- the learner --------------------------------------------------------------------------------------------
-    def _build_learner(self, feature_dim: int) -> None:
+    def _build_learner(self, feature_dim: int, backbone_id: str = "") -> None:
         p = self.params
         self.feature_dim = feature_dim
+        self.backbone_id = backbone_id
         self.learner = OnlineLearner(
             feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
@@ -236,6 +238,7 @@ class PolicyValueNode(Node):
         if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
             try:
                 extra = self.learner.load(ckpt)
+                check_same_backbone(ckpt, extra.get("backbone_id"), backbone_id)
             except BitrlError as exc:
                 self.get_logger().fatal(str(exc))
                 raise
@@ -253,6 +256,7 @@ class PolicyValueNode(Node):
     def _extra_state(self) -> dict:
         with self._lock:
             return {"global_step": self.global_step, "episodes": len(self.episode_returns),
+                    "backbone_id": self.backbone_id,
                     "episode_returns": self.episode_returns[-RETURNS_KEPT:]}
 
     def _on_update(self, stats: dict) -> None:

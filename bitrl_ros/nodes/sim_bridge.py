@@ -72,6 +72,7 @@ class SimBridgeNode(Node):
         self.clipped_count = 0
         self.invalid_actions = 0
         self.actions_received = 0
+        self.observations_published = 0       # every publish, repeats of an unanswered observation included
         self.latencies_ms: collections.deque = collections.deque(maxlen=HISTORY)
         self.action_periods_ms: collections.deque = collections.deque(maxlen=HISTORY)
         self.step_periods_ms: collections.deque = collections.deque(maxlen=HISTORY)
@@ -149,6 +150,7 @@ class SimBridgeNode(Node):
         while len(self._published_order) > 256:
             self._published.pop(self._published_order.popleft(), None)
         self.obs_pub.publish(msg)
+        self.observations_published += 1
         return msg
 
     def _publish_and_wait(self, reward: float = 0.0) -> None:
@@ -274,6 +276,7 @@ class SimBridgeNode(Node):
             self._published[self._pending] = now
             self._pending_since = now
             self.obs_pub.publish(msg)
+            self.observations_published += 1
             return
         self.fallback_count += 1
         self.get_logger().warning(
