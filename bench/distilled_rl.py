@@ -3,19 +3,22 @@
     .venv/bin/python bench/distilled_rl.py --env CartPole-v1 --steps 150000 --seeds 0 1 2
     .venv/bin/python bench/distilled_rl.py --env HalfCheetah-v4 --steps 300000 --seeds 0 1 --set ppo.ent_coef=0.0
     .venv/bin/python bench/distilled_rl.py --env CartPole-v1 --steps 150000 --seeds 0 1 2 --collect-only
+    .venv/bin/python bench/distilled_rl.py --env CartPole-v1 --throughput 10240   # steps/s, back to back
 
 Each (backbone, seed) is one `bitrl train` subprocess (1 torch thread, default config/train.yaml, engine auto, so the
 ternary backbones run on the native engine) in build/bench_runs/<env>/<backbone>-s<seed>; a run whose summary.json
 exists is reused, not rerun (--force reruns). Results for the env are merged into bench/results/distilled_rl.json
 and every env in that file is plotted into bench/results/distilled_rl.png. "final return" is the mean return of the
 last 20 training episodes; steps/s is the run's own average, so it depends on what else ran beside it (record that
-with --note).
+with --note). --throughput N instead trains each backbone for N steps (seed 0), one right after the other under the
+same conditions, and stores their steps/s with the ratio to the FP32 teacher under the env's "throughput" key.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -101,7 +104,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = list(results["envs"])
+    envs = [e for e, entry in results["envs"].items() if "runs" in entry]
     fig, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.2), squeeze=False)
     for ax, env in zip(axes[0], envs):
         entry = results["envs"][env]
@@ -123,11 +126,33 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def throughput(env: str, steps: int, backbones: list[str], overrides: list[str], note: str) -> dict:
+    out = {"steps": steps, "note": note, "steps_per_s": {}}
+    for b in backbones:
+        d = ROOT / "build" / "bench_runs" / "throughput" / env / b
+        cmd = [sys.executable, "-m", "bitrl_ros.cli", "train", "--env", env, "--backbone", b, "--steps", str(steps),
+               "--seed", "0", "--threads", "1", "--run-dir", str(d), "--no-progress", "--set", "eval_episodes=0"]
+        cmd += [a for kv in overrides for a in ("--set", kv)]
+        if d.exists():
+            shutil.rmtree(d)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        out["steps_per_s"][b] = json.loads((d / "summary.json").read_text())["steps_per_s"]
+        print(f"{b}: {out['steps_per_s'][b]:.1f} steps/s", flush=True)
+    base = out["steps_per_s"].get("minilm-fp32")
+    if base:
+        out["ratio_vs_fp32"] = {b: v / base for b, v in out["steps_per_s"].items()}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", required=True)
-    ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--steps", type=int, default=None, help="steps per run (required unless --throughput)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (required unless --throughput)")
+    ap.add_argument("--throughput", type=int, default=None, metavar="N",
+                    help="only measure steps/s: N steps per backbone, back to back")
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                     help="config override passed to every `bitrl train` (e.g. ppo.ent_coef=0.0)")
@@ -136,6 +161,16 @@ def main(argv=None) -> int:
     ap.add_argument("--collect-only", action="store_true", help="never train; fail if a run is missing")
     ap.add_argument("--note", default="", help="what else shared the machine during the runs (kept in the JSON)")
     args = ap.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}
+    if args.throughput:
+        entry = results["envs"].setdefault(args.env, {})
+        entry["throughput"] = throughput(args.env, args.throughput, args.backbones, args.overrides, args.note)
+        results["cpu"] = cpu_model()
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(entry["throughput"], indent=1))
+        return 0
+    if args.steps is None or args.seeds is None:
+        ap.error("--steps and --seeds are required (or --throughput N)")
 
     jobs = [(b, s) for b in args.backbones for s in args.seeds]
     if args.collect_only:
@@ -151,12 +186,15 @@ def main(argv=None) -> int:
         print("some runs are still being trained by another invocation; rerun with --collect-only when they finish")
         return 0
     runs.sort(key=lambda r: (args.backbones.index(r["backbone"]), r["seed"]))
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}  # reread: runs take hours
     results["cpu"] = cpu_model()
+    previous = results["envs"].get(args.env, {})
     results["envs"][args.env] = {"steps": args.steps, "seeds": sorted(args.seeds), "backbones": args.backbones,
                                  "overrides": args.overrides,
                                  "jobs": args.jobs, "note": args.note,
                                  "runs": runs, "per_backbone": aggregate(runs, args.backbones)}
+    if "throughput" in previous:
+        results["envs"][args.env]["throughput"] = previous["throughput"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     plot(results, RESULTS.with_suffix(".png"))

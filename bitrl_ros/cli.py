@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the policy/value heads online with PPO in a gymnasium env")
     train.add_argument("--config", default=None, help="YAML file (default: config/train.yaml)")
     train.add_argument("--env", default=None)
-    train.add_argument("--backbone", default=None, help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
+    train.add_argument("--backbone", default=None,
+                       help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
     train.add_argument("--steps", type=int, default=None, help="total environment steps")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--ckpt-dir", default=None, dest="ckpt_dir",
                      help="training checkpoints (default: runs/distill/<out name>/checkpoints)")
     dis.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    dis.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    dis.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --ckpt-dir")
     dis.add_argument("--no-progress", action="store_true", dest="no_progress")
     dis.set_defaults(func=cmd_distill)
 

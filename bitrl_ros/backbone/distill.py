@@ -17,7 +17,7 @@ Checkpoints (every ``ckpt_every`` steps and at the end) are ``<ckpt_dir>/step-XX
 ``student.safetensors`` (latent fp32 weights), ``optim.safetensors`` (AdamW moments) and ``state.json`` (step,
 settings, sampler RNG state, corpus hash, elapsed time, log), published by atomically rewriting
 ``<ckpt_dir>/latest.json``; no pickle anywhere. The final model is frozen and saved in our model format
-(model_file.py) with the word-embedding table in float16, plus ``training_log.json``.
+(model_file.py) with the word-embedding table in int8 (per-row scales), plus ``training_log.json``.
 
 Why int8 (per-row absmax scales) and not float16 for the word-embedding table: the size budget. 30522 x 384 in
 float16 is 23.4 MB, which with the 2.7 MB of packed ternary weights and the 0.7 MB tokenizer breaks the 25 MB
