@@ -45,10 +45,16 @@ def _obs(values, episode=0, step=0, **kw):
     return msg
 
 
+def _input_matched(node: Node, topic: str) -> bool:
+    """The node's own subscription on ``topic`` has matched a publisher: without it a reader on a loaded machine
+    can still drop the first message of a writer that has already matched it."""
+    return any(s.get_publisher_count() >= 1 for s in node.subscriptions if s.topic_name.rsplit("/", 1)[-1] == topic)
+
+
 def _pair(node_cls, ns, overrides, probe_args):
     under_test = Spinner(lambda ctx: node_cls(context=ctx, namespace=ns, parameter_overrides=overrides))
     probe = Spinner(lambda ctx: Probe(ns, *probe_args, context=ctx))
-    if not wait_for(probe.node.matched):
+    if not wait_for(lambda: probe.node.matched() and _input_matched(under_test.node, probe_args[1])):
         probe.close()
         under_test.close()
         pytest.fail("publishers/subscribers did not match within the wait")
