@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--collect-only", action="store_true", help="never train; fail if a run is missing")
     ap.add_argument("--note", default="", help="what else shared the machine during the runs (kept in the JSON)")
     args = ap.parse_args(argv)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}
     if args.throughput:
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}
         entry = results["envs"].setdefault(args.env, {})
         entry["throughput"] = throughput(args.env, args.throughput, args.backbones, args.overrides, args.note)
         results["cpu"] = cpu_model()
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         print("some runs are still being trained by another invocation; rerun with --collect-only when they finish")
         return 0
     runs.sort(key=lambda r: (args.backbones.index(r["backbone"]), r["seed"]))
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}  # reread: runs take hours
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"envs": {}}
     results["cpu"] = cpu_model()
     previous = results["envs"].get(args.env, {})
     results["envs"][args.env] = {"steps": args.steps, "seeds": sorted(args.seeds), "backbones": args.backbones,
