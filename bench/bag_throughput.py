@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -76,43 +75,13 @@ def read_bench(path: Path, n: int) -> dict:
     return {"messages": count, "seconds": dt, "messages_per_s": count / dt}
 
 
-class Spinner:
-    """A node in its own rclpy Context, spun by its own executor thread (same process)."""
-
-    def __init__(self, build):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = build(self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while not self._stop.is_set() and self.ctx.ok():
-            self.executor.spin_once(timeout_sec=0.02)
-
-    def close(self):
-        import rclpy
-
-        self._stop.set()
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-
-
 def replay_bench(bag: Path, rate: float, max_messages: int, ns: str) -> dict:
     import rclpy
     from rclpy.parameter import Parameter
 
     from bitrl_msgs.msg import Action, Observation
     from bitrl_ros.nodes.bag_replay import BagReplayNode
-    from bitrl_ros.nodes.base import PIPELINE_QOS
+    from bitrl_ros.nodes.base import PIPELINE_QOS, Spinner
 
     received = {"n": 0, "first": None, "last": None}
     stepped = rate == 0.0

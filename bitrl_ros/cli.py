@@ -23,9 +23,20 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def metric_table(title: str, rows):
+    """A two-column (metric, value) rich table: the closing summary of train, run and eval-bag."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
 def cmd_train(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from bitrl_ros.config import load_train_config
     from bitrl_ros.train import Trainer
@@ -42,9 +53,6 @@ def cmd_train(args) -> int:
     trainer = Trainer(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
                       log=console.print)
     result = trainer.run()
-    table = Table(title=f"{cfg.env} / {cfg.backbone} / seed {cfg.seed}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
     rows = [
         ("env steps", f"{result.global_step}"),
         ("episodes", f"{result.episodes}"),
@@ -57,15 +65,12 @@ def cmd_train(args) -> int:
         ("wall time", f"{result.wall_s:.0f} s"),
         ("run folder", str(result.run_dir)),
     ]
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)
+    console.print(metric_table(f"{cfg.env} / {cfg.backbone} / seed {cfg.seed}", rows))
     return 0
 
 
 def cmd_run(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from bitrl_ros.runner import RunOptions, run, summary_rows
 
@@ -82,12 +87,7 @@ def cmd_run(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
-    table = Table(title=f"bitrl run: {summary['env']} / {summary['mode']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in summary_rows(summary):
-        table.add_row(k, v)
-    console.print(table)
+    console.print(metric_table(f"bitrl run: {summary['env']} / {summary['mode']}", summary_rows(summary)))
     return 130 if summary.get("interrupted") else 0
 
 
@@ -171,7 +171,6 @@ def cmd_eval_bag(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
-    from rich.table import Table
 
     from bitrl_ros.bag.ope import evaluate_bag, plot_report, summary_rows, write_json
 
@@ -183,12 +182,7 @@ def cmd_eval_bag(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"eval-bag-{time.strftime('%Y%m%d-%H%M%S')}"
     report = evaluate_bag(args.bag, args.checkpoint, gamma=args.gamma, bootstrap=args.bootstrap,
                           backbone=args.backbone, seed=args.seed, tolerance=args.tolerance)
-    table = Table(title=f"bitrl eval-bag: {report['bag']} / {report['checkpoint']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in summary_rows(report):
-        table.add_row(k, v)
-    console.print(table)
+    console.print(metric_table(f"bitrl eval-bag: {report['bag']} / {report['checkpoint']}", summary_rows(report)))
     write_json(report, out / "ope.json")
     plot_report(report, out / "ope.png")
     console.print(f"wrote {out / 'ope.json'} and {out / 'ope.png'}")

@@ -1,8 +1,12 @@
 """What every bitrl node shares: parameters declared from the ROS-free schemas, QoS profiles, stamps."""
 from __future__ import annotations
 
+import threading
+
+import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -54,16 +58,16 @@ def declare_parameters(node: Node, schema: str) -> dict:
         raise
 
 
-def spin_node(node_class, args=None) -> int:
-    """The body of a node's `ros2 run` entry point: build, spin until Ctrl-C or shutdown, clean up.
+def spin_node(node_class, args=None, done=None) -> int:
+    """The body of a node's `ros2 run` entry point: build, spin until Ctrl-C or shutdown (or until ``done(node)``
+    is true, if given), clean up.
 
     A configuration or model error ends the process with exit code 2 and one line on stderr, no traceback.
     A node with a `shutdown()` method (e.g. policy_value, waiting for a running update) gets it called first.
     """
     import sys
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     from bitrl_ros.errors import BitrlError
 
@@ -73,7 +77,11 @@ def spin_node(node_class, args=None) -> int:
         node = node_class()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        if done is None:
+            executor.spin()
+        else:
+            while rclpy.ok() and not done(node):
+                executor.spin_once(timeout_sec=0.1)
     except BitrlError as exc:
         print(f"error: {exc}", file=sys.stderr)  # the messages already name the node and parameter
         return 2
@@ -86,3 +94,34 @@ def spin_node(node_class, args=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+class Spinner:
+    """A node in its own rclpy Context, spun by its own executor thread in this process until close().
+
+    ``build(context) -> Node``. Used by tests and benchmarks that run several nodes side by side."""
+
+    def __init__(self, build):
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        try:
+            self.node = build(self.ctx)
+        except BaseException:
+            rclpy.shutdown(context=self.ctx)
+            raise
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set() and self.ctx.ok():
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)

@@ -24,17 +24,14 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import rclpy
 from bitrl_msgs.msg import Action, Observation
 from bitrl_msgs.srv import ResetEpisode
 from builtin_interfaces.msg import Time as TimeMsg
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from bitrl_ros.envs import make_env
-from bitrl_ros.errors import BitrlError
-from bitrl_ros.nodes.base import CLOCK_QOS, PIPELINE_QOS, declare_parameters
+from bitrl_ros.nodes.base import CLOCK_QOS, PIPELINE_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import to_float32_list
 
 HISTORY = 4096  # samples kept for latency / period statistics
@@ -246,7 +243,9 @@ class SimBridgeNode(Node):
         if reached_max:
             self._pending = None
             self.finished.set()
-            self.get_logger().info(f"max_steps={self.max_steps} reached: stopped stepping")
+            self.get_logger().info(
+                f"max_steps={self.max_steps} reached, finished: {self.total_steps} steps, {self.episodes} episodes, "
+                f"{self.fallback_count} fallbacks, {self.stale_actions} stale actions, {self.clipped_count} clipped")
 
     def _reset_episode(self, seed: int | None, publish: bool = True) -> None:
         self.episode += 1
@@ -317,28 +316,7 @@ class SimBridgeNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridgeNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.finished.is_set():
-            executor.spin_once(timeout_sec=0.1)
-        node.get_logger().info(
-            f"finished: {node.total_steps} steps, {node.episodes} episodes, {node.fallback_count} fallbacks, "
-            f"{node.stale_actions} stale actions, {node.clipped_count} clipped")
-        return 0
-    except BitrlError as exc:
-        print(f"sim_bridge: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    return spin_node(SimBridgeNode, args, done=lambda node: node.finished.is_set())
 
 
 if __name__ == "__main__":
