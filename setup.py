@@ -76,6 +76,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["bitrl_ros", "bitrl_ros.*"]),
+    package_data={"bitrl_ros.serialize": ["field_scales.json"]},  # the fitted scales of the `scaled` numbers
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

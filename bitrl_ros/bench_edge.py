@@ -190,7 +190,6 @@ def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) ->
     import torch
 
     from bitrl_ros.config import load_train_config
-    from bitrl_ros.serialize import get_serializer
     from bitrl_ros.telemetry.memory import read_memory_mb
     from bitrl_ros.train import Trainer
 
@@ -205,17 +204,18 @@ def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) ->
     with tempfile.TemporaryDirectory(prefix="bitrl-edge-") as tmp:
         trainer = Trainer(cfg, run_dir=Path(tmp) / "run", progress=False, log=log)
         bb = trainer.encoder.backbone
-        # Latency: one serialized state per call, cache off so that every call runs the model.
-        texts = get_serializer(s.env, cfg.serializer.format, cfg.serializer.precision).batch(states)
+        # Latency: one state per call through the whole feature pipeline (serialize, tokenize, backbone,
+        # readout), cache off so that every call runs the model.
+        encoder = trainer.encoder
         cache_size, bb.cache_size = bb.cache_size, 0
-        for t in texts[:s.warmup]:
-            bb.encode([t], pooling=cfg.features.pooling)
-        lat, tokens = [], []
-        for t in texts[s.warmup:]:
+        for state in states[:s.warmup]:
+            encoder(state[None])
+        lat = []
+        for state in states[s.warmup:]:
             t0 = time.perf_counter()
-            bb.encode([t], pooling=cfg.features.pooling)
+            encoder(state[None])
             lat.append(time.perf_counter() - t0)
-        tokens = [len(ids) for ids in bb.tokenize(list(texts[s.warmup:]))]
+        tokens = [len(ids) for ids in encoder.text(states[s.warmup:])[2]]
         bb.cache_size = cache_size
         bb.clear_cache()
         # Steps/s: the short training run, cache on.

@@ -189,6 +189,14 @@ def cmd_eval_bag(args) -> int:
     return 0
 
 
+def cmd_fit_scales(args) -> int:
+    from bitrl_ros.serialize.field_scales import write_field_scales
+
+    path = write_field_scales(args.envs or None, steps=args.steps, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_import_model(args) -> int:
     from bitrl_ros.backbone.importers import import_to_model_dir
 
@@ -238,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", default=None, help="run folder (default: runs/<env>-<backbone>-s<seed>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.pooling=cls")
+                       help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.readout=fields")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
@@ -315,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--out", default=None, help="output folder (default: runs/eval-bag-<time>)")
     ev.set_defaults(func=cmd_eval_bag)
+
+    fs = sub.add_parser("fit-scales", help="fit the per-field scales of the `scaled` number scheme from "
+                                           "random-policy rollouts (deterministic) into serialize/field_scales.json")
+    fs.add_argument("envs", nargs="*", help="env ids (default: every registered env)")
+    from bitrl_ros.serialize.field_scales import FIT_SEED, FIT_STEPS
+    fs.add_argument("--steps", type=int, default=FIT_STEPS, help=f"rollout states per env (default {FIT_STEPS})")
+    fs.add_argument("--seed", type=int, default=FIT_SEED)
+    fs.set_defaults(func=cmd_fit_scales)
 
     im = sub.add_parser("import-model", help="convert a Hugging Face BitNet b1.58 checkpoint (2B4T packed or "
                                              "-bf16 master weights) into a bitrl model directory")

@@ -13,18 +13,24 @@ from bitrl_ros.errors import ConfigError
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml"
 
 SERIALIZER_FORMATS = ("compact", "structured", "natural")
+NUMBER_SCHEMES = ("fixed", "scaled", "digits")
 POOLINGS = ("mean", "cls", "last")
+READOUTS = ("mean", "cls", "last", "fields", "fields_proj")
 
 
 @dataclass
 class SerializerConfig:
     format: str = "compact"
+    numbers: str = "fixed"
     precision: int | None = None
 
 
 @dataclass
 class FeatureConfig:
-    pooling: str = "mean"
+    readout: str = "fields_proj"  # chosen by measurement (bench/README.md); the paper's recipe is "mean"
+    pooling: str | None = None  # the old name of readout, for mean | cls | last
+    proj_dim: int = 16          # fields_proj: trainable dims per field
+    balance: bool = True        # scale the backbone block to the raw observation's total variance
     raw_skip: bool = False
     cache_size: int = 65536
     max_tokens: int = 64
@@ -109,8 +115,18 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         raise _refuse(where, "train.run_dir", cfg.run_dir, "a non-empty path")
     _check_choice(where, "train.serializer.format", cfg.serializer.format, SERIALIZER_FORMATS)
     _check_int(where, "train.serializer.precision", cfg.serializer.precision, 0, 6, allow_none=True)
-    _check_choice(where, "train.features.pooling", cfg.features.pooling, POOLINGS)
+    _check_choice(where, "train.serializer.numbers", cfg.serializer.numbers, NUMBER_SCHEMES)
+    if cfg.serializer.numbers == "scaled" and cfg.serializer.precision is not None:
+        raise _refuse(where, "train.serializer.precision", cfg.serializer.precision,
+                      "null with numbers: scaled (the fitted field scales set the resolution)")
+    _check_choice(where, "train.features.readout", cfg.features.readout, READOUTS)
+    if cfg.features.pooling is not None:
+        _check_choice(where, "train.features.pooling", cfg.features.pooling, POOLINGS)
+        cfg.features.readout = cfg.features.pooling  # the alias wins: it was set explicitly
+        cfg.features.pooling = None
+    _check_int(where, "train.features.proj_dim", cfg.features.proj_dim, 1, 256)
     _check_bool(where, "train.features.raw_skip", cfg.features.raw_skip)
+    _check_bool(where, "train.features.balance", cfg.features.balance)
     _check_int(where, "train.features.cache_size", cfg.features.cache_size, 0)
     _check_int(where, "train.features.max_tokens", cfg.features.max_tokens, 4, 512)
     _check_choice(where, "train.features.engine", cfg.features.engine, ("auto", "torch", "native"))

@@ -67,6 +67,29 @@ COMMON = [
     ParamSpec("control_rate_hz", 40.0, "control loop rate in realtime mode", 1.0, 1000.0),
 ]
 
+
+def _feature_params() -> list[ParamSpec]:
+    """What the serializer, encoder and policy nodes must agree on (set under `/**`); defaults are
+    config/train.yaml's dataclass defaults, so `bitrl train` and the graph start from the same features."""
+    from bitrl_ros.config import NUMBER_SCHEMES, READOUTS, SERIALIZER_FORMATS, FeatureConfig, SerializerConfig
+
+    features, serializer = FeatureConfig(), SerializerConfig()
+    return [
+        ParamSpec("format", serializer.format, "serializer format", choices=SERIALIZER_FORMATS),
+        ParamSpec("numbers", serializer.numbers, "number scheme of the serializer (fixed decimals | fitted "
+                  "per-field scales | digit by digit)", choices=NUMBER_SCHEMES),
+        ParamSpec("precision", -1, "decimals shift of the fixed/digits schemes (-1: the env's default)", -1, 6),
+        ParamSpec("readout", features.readout, "backbone readout: pooled (mean|cls|last) or per field "
+                  "(fields; fields_proj adds a trainable projection in the heads)", choices=READOUTS),
+        ParamSpec("proj_dim", features.proj_dim, "fields_proj: trainable dims per field", 1, 256),
+        ParamSpec("balance", features.balance, "scale the normalized backbone features to the raw observation's "
+                  "total variance (keeps PPO updates of high-dimensional features as small as on raw numbers)"),
+        ParamSpec("raw_skip", features.raw_skip, "append the raw observation to the backbone features (hybrid)"),
+    ]
+
+
+FEATURES = _feature_params()
+
 SCHEMAS: dict[str, list[ParamSpec]] = {
     "sim_bridge": COMMON + [
         ParamSpec("seed", 0, "environment seed (episode k resets with seed + k)", 0, 2**31 - 1),
@@ -77,24 +100,22 @@ SCHEMAS: dict[str, list[ParamSpec]] = {
         ParamSpec("max_steps", 0, "stop stepping after this many env steps (0: never)", 0, 2**31 - 1),
         ParamSpec("publish_clock", True, "publish /clock from simulation time"),
     ],
-    "state_serializer": COMMON + [
+    "state_serializer": COMMON + FEATURES + [
         ParamSpec("backbone", "minilm-bitnet-distilled", "backbone id or model dir whose tokenizer produces token_ids"),
-        ParamSpec("format", "compact", "serializer format", choices=("compact", "structured", "natural")),
-        ParamSpec("precision", -1, "decimals shift for the serializer (-1: the env's default)", -1, 6),
         ParamSpec("max_tokens", 64, "token budget; longer texts are truncated and counted", 4, 512),
     ],
-    "ternary_encoder": COMMON + [
+    "ternary_encoder": COMMON + FEATURES + [
         ParamSpec("backbone", "minilm-bitnet-distilled", "backbone id or model dir (frozen)"),
         ParamSpec("engine", "auto", "inference engine (auto: native when built and the backbone is ternary)",
                   choices=("auto", "torch", "native")),
-        ParamSpec("pooling", "mean", "token pooling", choices=("mean", "cls", "last")),
+        ParamSpec("pooling", "", "old name of readout for mean | cls | last (empty: readout decides)",
+                  choices=("", "mean", "cls", "last")),
         ParamSpec("cache_size", 65536, "LRU embedding cache entries (0 disables)", 0, 10_000_000),
         ParamSpec("threads", 1, "encoder threads (torch, and the native engine's pool)", 1, 64),
     ],
-    "policy_value": COMMON + [
+    "policy_value": COMMON + FEATURES + [
         ParamSpec("seed", 0, "seed of the heads and of action sampling", 0, 2**31 - 1),
         ParamSpec("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
-        ParamSpec("raw_skip", False, "append the raw observation to the embedding"),
         ParamSpec("normalize_features", True, "running mean/std normalization of the features"),
         ParamSpec("normalize_reward", True, "scale rewards by the running std of the discounted return"),
         ParamSpec("checkpoint_dir", "runs/agent/checkpoint", "checkpoint directory (written after every update)"),

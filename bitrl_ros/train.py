@@ -56,12 +56,13 @@ class TrainResult:
 
 
 def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
-    """Backbone + serializer + pooling as the config says; `mlp` gives raw observations."""
+    """Backbone + serializer + readout as the config says; `mlp` gives raw observations."""
     backbone = load_backbone(cfg.backbone, cache_size=cfg.features.cache_size, max_tokens=cfg.features.max_tokens,
                              engine=cfg.features.engine, threads=cfg.torch_threads)
     serializer = None if backbone is None else get_serializer(cfg.env, cfg.serializer.format,
-                                                              cfg.serializer.precision)
-    return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.pooling, cfg.features.raw_skip)
+                                                              cfg.serializer.precision, cfg.serializer.numbers)
+    return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.readout, cfg.features.raw_skip,
+                        cfg.features.proj_dim, cfg.features.balance)
 
 
 def _episode_infos(infos: dict):
@@ -88,7 +89,7 @@ class Trainer:
         self.learner = OnlineLearner(
             self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
             normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
-            extra_state=self._extra_state, on_update=self._on_update)
+            extra_state=self._extra_state, on_update=self._on_update, layout=self.encoder.layout)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.run_dir) / f"{cfg.env}-{cfg.backbone}-s{cfg.seed}-{stamp}"
         self.run_dir.mkdir(parents=True, exist_ok=True)

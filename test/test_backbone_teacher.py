@@ -99,7 +99,7 @@ def test_cache_counts_hits(fp):
     cached = Backbone("c", fp.model, fp.tokenizer, cache_size=2)
     ids = cached.tokenize(["a b", "c d", "e f"])
     first = cached.encode_tokens(ids[:2])
-    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2}
+    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2, "bytes": 2 * 384 * 4}
     again = cached.encode_tokens([ids[1], ids[0]])
     assert np.array_equal(again, first[::-1])
     assert cached.cache_stats()["hits"] == 2
@@ -114,6 +114,16 @@ def test_cache_counts_hits(fp):
     norm = cached.encode_tokens([ids[1]], pooling="cls", normalize=True)
     assert cached.cache_stats()["hits"] == 3
     assert np.linalg.norm(norm) == pytest.approx(1.0, abs=1e-5)
+    # the byte bound evicts too, whatever the entry count allows (per-field rows are obs_dim times wider)
+    import bitrl_ros.backbone.registry as registry
+
+    old, registry.CACHE_MAX_BYTES = registry.CACHE_MAX_BYTES, 384 * 4
+    try:
+        small = Backbone("b", fp.model, fp.tokenizer, cache_size=100)
+        small.encode_tokens(ids)
+        assert small.cache_stats()["size"] == 1 and small.cache_stats()["bytes"] == 384 * 4
+    finally:
+        registry.CACHE_MAX_BYTES = old
     # capacity 0 disables the cache
     off = Backbone("o", fp.model, fp.tokenizer, cache_size=0)
     off.encode_tokens(ids[:1]); off.encode_tokens(ids[:1])

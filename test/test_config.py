@@ -13,7 +13,9 @@ def test_default_config_loads_with_design_hyperparameters():
 
 def test_overrides_use_dotted_keys():
     cfg = load_train_config(overrides={"features.pooling": "cls", "ppo.clip_coef": 0.2, "seed": 3})
-    assert cfg.features.pooling == "cls" and cfg.ppo["clip_coef"] == 0.2 and cfg.seed == 3
+    # pooling is the old name of readout: it is accepted and becomes the readout
+    assert cfg.features.readout == "cls" and cfg.features.pooling is None
+    assert cfg.ppo["clip_coef"] == 0.2 and cfg.seed == 3
 
 
 @pytest.mark.parametrize("key,value,needle", [

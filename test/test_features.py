@@ -15,7 +15,7 @@ def ptq():
 
 def test_backbone_features_with_raw_skip_and_cache(ptq):
     spec = get_spec("CartPole-v1")
-    enc = StateEncoder(spec, get_serializer("CartPole-v1"), ptq, pooling="mean", raw_skip=True)
+    enc = StateEncoder(spec, get_serializer("CartPole-v1"), ptq, readout="mean", raw_skip=True)
     obs = np.array([[0.01, -0.2, 0.03, 0.1], [0.02, 0.5, -0.04, -0.3]], dtype=np.float32)
     feats = enc(obs)
     assert feats.shape == (2, ptq.hidden_size + 4) == (2, enc.feature_dim)

@@ -16,7 +16,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from bitrl_ros.errors import ConfigError  # noqa: E402
+from bitrl_ros.errors import CheckpointError, ConfigError  # noqa: E402
 from bitrl_ros.runner import RunOptions, build_nodes, resolve_params, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,25 @@ def test_lockstep_graph_trains_and_checkpoints(tmp_path):
     assert summary["fallbacks"] == 0 and summary["stale_actions"] == 0  # every step got its own action
     assert summary["episodes"] > 0 and summary["mean_return"] is not None
     assert summary["latency_ms_p50"] is not None
+
+
+@pytest.mark.slow
+def test_lockstep_graph_with_the_trainable_per_field_readout_records_its_layout(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    overrides = {"readout": "fields_proj", "numbers": "scaled", "raw_skip": True,
+                 "policy_value.ppo.num_steps": 64, "policy_value.ppo.update_epochs": 1,
+                 "policy_value.checkpoint_dir": str(ckpt)}
+    summary = run(RunOptions(config=CONFIG, steps=100, namespace=_ns(), progress=False, overrides=overrides))
+    assert summary["updates"] >= 1 and summary["fallbacks"] == 0
+    layout = json.loads((ckpt / "state.json").read_text())["extra"]["feature_layout"]
+    assert layout["readout"] == "fields_proj" and layout["raw_skip"] and layout["obs_dim"] == 4
+    assert layout["serializer"]["numbers"] == "scaled" and layout["backbone"] == "minilm-bitnet-distilled"
+    assert json.loads((ckpt / "state.json").read_text())["feature_dim"] == 4 * 384 + 4
+    # Resuming the same checkpoint with another readout is refused, naming the difference.
+    with pytest.raises(CheckpointError) as err:
+        run(RunOptions(config=CONFIG, steps=10, namespace=_ns(), progress=False,
+                       overrides={**overrides, "readout": "fields"}))
+    assert "feature layout" in str(err.value) and "readout" in str(err.value)
 
 
 @pytest.mark.slow

@@ -29,11 +29,12 @@ EXPECTED_FIELDS = {
     },
     SerializedState: {
         "header": "std_msgs/Header", "episode": "uint32", "step": "uint32", "text": "string",
-        "token_ids": "sequence<int32>", "truncated_tokens": "uint32",
+        "token_ids": "sequence<int32>", "truncated_tokens": "uint32", "token_fields": "sequence<int32>",
     },
     EncodedState: {
         "header": "std_msgs/Header", "episode": "uint32", "step": "uint32", "embedding": "sequence<float>",
-        "observation": "sequence<float>", "encode_ms": "float", "backbone_id": "string", "cache_hit": "boolean",
+        "observation": "sequence<float>", "encode_ms": "float", "backbone_id": "string", "readout": "string",
+        "cache_hit": "boolean",
     },
     Action: {
         "header": "std_msgs/Header", "episode": "uint32", "step": "uint32", "discrete": "int32",
@@ -70,9 +71,10 @@ def _filled():
         Observation(header=_header(), episode=3, step=17, values=[0.5, -1.25, 2.0**-10, 1e6],
                     mission="go to the red ball", reward=1.0, terminated=False, truncated=True),
         SerializedState(header=_header(), episode=3, step=17, text="x:0.50 v:-1.25", token_ids=[101, 7, -1, 2**31 - 1],
-                        truncated_tokens=2),
+                        truncated_tokens=2, token_fields=[-1, 0, 0, -1]),
         EncodedState(header=_header(), episode=3, step=17, embedding=np.linspace(-1, 1, 384, dtype=np.float32),
-                     observation=[0.5, -1.25], encode_ms=2.5, backbone_id="minilm-ternary-ptq", cache_hit=True),
+                     observation=[0.5, -1.25], encode_ms=2.5, backbone_id="minilm-ternary-ptq", readout="mean",
+                     cache_hit=True),
         Action(header=_header(), episode=3, step=17, discrete=1, continuous=[0.25, -0.75], log_prob=-0.6875,
                value=12.5, safe_action=True, policy_version=9),
         TrainingStats(header=_header(), update=4, global_step=2**40 + 5, episodes=120, policy_loss=-0.015625,

@@ -55,7 +55,8 @@ class Harness:
         self.node_ctx, self.drv_ctx = rclpy.Context(), rclpy.Context()
         rclpy.init(context=self.node_ctx)
         rclpy.init(context=self.drv_ctx)
-        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        # The driver publishes 8-d pooled "embeddings" (see send): the mean readout, unless a test says otherwise.
+        overrides = [Parameter(k, value=v) for k, v in {"readout": "mean", **params}.items()]
         self.node = PolicyValueNode(context=self.node_ctx, namespace=namespace, parameter_overrides=overrides)
         self.drv = Node("driver", namespace=namespace, context=self.drv_ctx)
         self.obs_pub = self.drv.create_publisher(Observation, "observation", PIPELINE_QOS)
@@ -72,7 +73,8 @@ class Harness:
     def _on_diag(self, msg):
         self.statuses += [s for s in msg.status if s.name.startswith("policy_value:")]
 
-    def send(self, episode, step, values, reward=0.0, terminated=False, truncated=False, embedding=None):
+    def send(self, episode, step, values, reward=0.0, terminated=False, truncated=False, embedding=None,
+             readout=""):
         values = np.asarray(values, dtype=np.float32)
         if embedding is None:
             embedding = np.tanh(_EMBED @ np.nan_to_num(values[:4]))
@@ -80,7 +82,8 @@ class Harness:
                           terminated=terminated, truncated=truncated)
         obs.header.frame_id = "test"
         obs.header.stamp.sec = step
-        enc = EncodedState(episode=episode, step=step, embedding=np.asarray(embedding, np.float32).tolist())
+        enc = EncodedState(episode=episode, step=step, embedding=np.asarray(embedding, np.float32).tolist(),
+                           readout=readout)
         enc.header = obs.header
         self.obs_pub.publish(obs)
         self.enc_pub.publish(enc)
@@ -189,6 +192,13 @@ def test_invalid_observation_gets_safe_action_and_never_reaches_learner(harness,
     h.send(0, 5, good, reward=1.0, embedding=[float("inf")] + [0.0] * 7)
     assert h.action_for(0, 5).safe_action
     assert h.node.invalid_count == 2 and h.node.learner.buffer.step == 2
+    # An encoder running another readout than the heads take is refused, naming both (after the 0.5 s the
+    # input diagnostic waits between two statuses).
+    time.sleep(0.6)
+    h.send(0, 6, good, reward=1.0, readout="fields")
+    assert h.action_for(0, 6).safe_action and h.node.invalid_count == 3
+    wait_for(lambda: any("'fields'" in s.message and "'mean'" in s.message for s in h.statuses),
+             what="WARN naming both readouts")
 
 
 @pytest.mark.slow

@@ -89,6 +89,9 @@ def test_serializer_publishes_text_and_token_ids(serializer_pair):
         text = ser(np.array(values, dtype=np.float32).astype(np.float64))
         assert out.text == text
         assert list(out.token_ids) == tok.encode_batch([text], 64)[0]
+        _, spans = ser.render(np.array(values, dtype=np.float32).astype(np.float64))
+        assert list(out.token_fields) == tok.encode_aligned([text], [spans], 64)[1][0]
+        assert sorted(set(out.token_fields)) == [-1, 0, 1, 2, 3]  # every field has tokens; specials have none
         assert (out.episode, out.step) == (3, step)
         assert (out.header.stamp.sec, out.header.stamp.nanosec, out.header.frame_id) == (100 + step, 5000,
                                                                                          "CartPole-v1")
@@ -163,6 +166,32 @@ def test_encoder_matches_backbone_and_reports_cache_hits():
             assert out.backbone_id == BACKBONE and out.encode_ms >= 0.0
         assert [m.cache_hit for m in probe.node.received] == [False, False, True]
         assert node.cache_stats()["hits"] == 1 and len(node.encode_ms) == 3
+    finally:
+        probe.close()
+        enc.close()
+
+
+@pytest.mark.slow
+def test_encoder_per_field_readout_uses_the_token_fields():
+    ns = unique_ns("encf")
+    enc, probe = _pair(TernaryEncoderNode, ns, _params(backbone=BACKBONE, readout="fields"),
+                       (SerializedState, "serialized_state", EncodedState, "encoded_state"))
+    try:
+        assert enc.node.feature_dim == 4 * 384
+        reference = load_backbone(BACKBONE, cache_size=0)
+        ser, tok = get_serializer("CartPole-v1"), load_tokenizer(BACKBONE)
+        text, spans = ser.render([0.02, -1.37, 0.11, -0.4])
+        ids, fields = tok.encode_aligned([text], [spans], 64)
+        msg = SerializedState(episode=0, step=0, text=text)
+        msg.token_ids, msg.token_fields = ids[0], fields[0]
+        probe.node.pub.publish(msg)
+        bad = SerializedState(episode=0, step=1, text=text)
+        bad.token_ids, bad.token_fields = ids[0], fields[0][:-1]  # an alignment that does not fit: dropped
+        probe.node.pub.publish(bad)
+        assert wait_for(lambda: len(probe.node.received) == 1 and enc.node.error_count == 1)
+        np.testing.assert_allclose(np.asarray(probe.node.received[0].embedding),
+                                   reference.encode_fields(ids, fields, 4)[0], atol=1e-5)
+        assert probe.node.received[0].readout == "fields"
     finally:
         probe.close()
         enc.close()

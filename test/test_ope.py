@@ -130,7 +130,7 @@ def write_rollout_bag(bag_path, checkpoint, steps: int = 1500, seed: int = 123, 
             # backbone "mlp": the encoder publishes an empty embedding and carries the observation along
             w.write(c_enc, t + 1000, store.serialize_cdr(
                 Enc(header=header(ENV), episode=episode, step=step, embedding=np.zeros(0, dtype=np.float32),
-                    observation=values, encode_ms=0.0, backbone_id="mlp", cache_hit=False),
+                    observation=values, encode_ms=0.0, backbone_id="mlp", readout="none", cache_hit=False),
                 "bitrl_msgs/msg/EncodedState"))
             if term or trunc:
                 returns.append(ep_rewards)

@@ -118,13 +118,3 @@ def test_state_json_is_plain_json_with_descriptive_fields(saved):
     assert state["format_version"] == 1 and state["feature_dim"] == FEATURES
     assert state["action_space"]["type"] == "Box" and state["config"]["clip_coef"] == 0.1
     assert all(isinstance(x, int) for x in state["rng"]["shuffle_generator"])
-
-
-def test_resume_across_backbones_is_refused():
-    from bitrl_ros.rl.checkpoint import check_same_backbone
-
-    check_same_backbone("ck", "minilm-bitnet-distilled", "minilm-bitnet-distilled")
-    check_same_backbone("ck", None, "minilm-bitnet-distilled")  # checkpoints from before the id was kept
-    check_same_backbone("ck", "minilm-bitnet-distilled", "")    # an encoder that does not name its backbone
-    with pytest.raises(CheckpointError, match="minilm-ternary-ptq.*minilm-bitnet-distilled"):
-        check_same_backbone("ck", "minilm-ternary-ptq", "minilm-bitnet-distilled")

@@ -39,6 +39,19 @@ def test_cartpole_ternary_backbone_learns(tmp_path):
     assert result.mean_tokens > 4
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("readout", ["mean", "cls", "last", "fields", "fields_proj"])
+def test_cartpole_learns_with_every_readout(tmp_path, readout):
+    """The default distilled backbone, text only: a short run whose late episodes beat its early ones."""
+    cfg = load_train_config(overrides={"total_steps": 16384, "seed": 0, "eval_episodes": 0,
+                                       "features.readout": readout})
+    result = Trainer(cfg, run_dir=tmp_path / "run", progress=False).run()
+    rets = _returns(tmp_path / "run")
+    assert np.mean(rets[-20:]) > 1.5 * np.mean(rets[:20]), (readout, np.mean(rets[:20]), np.mean(rets[-20:]))
+    layout = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["extra"]["feature_layout"]
+    assert layout["readout"] == readout and result.global_step == 16384
+
+
 def test_cli_train_writes_run_folder_and_resumes(tmp_path, capsys):
     run = tmp_path / "cli-run"
     rc = main(["train", "--backbone", "mlp", "--steps", "2048", "--seed", "0", "--run-dir", str(run),

@@ -19,6 +19,7 @@ POOLINGS = ("mean", "cls", "last")
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
 # Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
 SHIPPED_MODELS = ("minilm-bitnet-distilled",)
+CACHE_MAX_BYTES = 256 * 2**20  # the embedding cache never holds more than this, whatever cache_size says
 BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", "mlp")
 
 
@@ -52,6 +53,7 @@ class Backbone:
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_bytes = 0
         self._hits = 0
         self._misses = 0
         max_pos = getattr(model.config, "max_position", None) or getattr(model.config, "max_position_embeddings")
@@ -73,13 +75,42 @@ class Backbone:
                       normalize: bool = False) -> np.ndarray:
         """Pooled features float32 [B, hidden_size]; cached rows skip the model, misses run as one batch."""
         _check_pooling(pooling)
-        keys = [(tuple(int(i) for i in ids), pooling) for ids in token_id_lists]
-        for ids, _ in keys:
-            if not ids:
-                raise ValueError("cannot encode an empty token sequence")
-            if len(ids) > self._max_len:
-                raise ValueError(f"sequence of {len(ids)} tokens exceeds the model's {self._max_len} positions")
-        out = np.empty((len(keys), self.hidden_size), dtype=np.float32)
+        keys = [(self._checked(ids), pooling) for ids in token_id_lists]
+        out = self._cached(keys, self.hidden_size, lambda missing: self._run([list(k[0]) for k in missing], pooling))
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_fields(self, token_id_lists: list[list[int]], token_field_lists: list[list[int]],
+                      num_fields: int) -> np.ndarray:
+        """Per-field readout float32 [B, num_fields * hidden_size]: for every field, the mean of the last-layer
+        states of the tokens aligned to it (token_field_lists, from Tokenizer.encode_aligned; -1 = no field),
+        fields concatenated in order; a field with no token (truncated away) reads as zeros. Cached like
+        encode_tokens, keyed by ids and alignment."""
+        keys = []
+        for ids, fields in zip(token_id_lists, token_field_lists):
+            if len(fields) != len(ids):
+                raise ValueError(f"{len(fields)} token fields for {len(ids)} token ids")
+            keys.append((self._checked(ids), tuple(int(f) for f in fields), num_fields))
+        width = num_fields * self.hidden_size
+
+        def run(missing):
+            states = self.engine.hidden([list(k[0]) for k in missing])
+            return [field_means(h[: len(k[0])], np.asarray(k[1]), num_fields).reshape(width)
+                    for k, h in zip(missing, states)]
+        return self._cached(keys, width, run)
+
+    def _checked(self, ids) -> tuple:
+        if not len(ids):
+            raise ValueError("cannot encode an empty token sequence")
+        if len(ids) > self._max_len:
+            raise ValueError(f"sequence of {len(ids)} tokens exceeds the model's {self._max_len} positions")
+        return tuple(int(i) for i in ids)
+
+    def _cached(self, keys: list[tuple], width: int, run) -> np.ndarray:
+        """Rows for keys: cached ones from the LRU cache, the missing ones from run(list of distinct missing keys)
+        as one batch, remembered."""
+        out = np.empty((len(keys), width), dtype=np.float32)
         missing: dict[tuple, list[int]] = {}
         for row, key in enumerate(keys):
             hit = self._cache.get(key) if self.cache_size else None
@@ -91,32 +122,41 @@ class Backbone:
                 missing.setdefault(key, []).append(row)
                 self._misses += 1
         if missing:
-            feats = self._run([list(k[0]) for k in missing], pooling)
-            for (key, rows), vec in zip(missing.items(), feats):
+            for (key, rows), vec in zip(missing.items(), run(list(missing))):
                 out[rows] = vec
                 self._remember(key, vec)
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def cache_stats(self) -> dict:
         total = self._hits + self._misses
         return {"hits": self._hits, "misses": self._misses,
-                "hit_rate": self._hits / total if total else 0.0, "size": len(self._cache)}
+                "hit_rate": self._hits / total if total else 0.0, "size": len(self._cache),
+                "bytes": self._cache_bytes}
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._cache_bytes = 0
         self._hits = self._misses = 0
 
     def _remember(self, key: tuple, vec: np.ndarray) -> None:
         if not self.cache_size:
             return
         self._cache[key] = vec
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache_bytes += vec.nbytes
+        # Per-field rows are num_fields times wider than pooled ones: bound the bytes as well as the entries.
+        while len(self._cache) > self.cache_size or self._cache_bytes > CACHE_MAX_BYTES:
+            self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
 
     def _run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
         return self.engine.run(seqs, pooling)
+
+
+def field_means(states: np.ndarray, token_fields: np.ndarray, num_fields: int) -> np.ndarray:
+    """[T, H] token states + [T] field index per token (-1: none) -> [num_fields, H] means (zeros where empty)."""
+    # An averaging matrix [num_fields, T]: one small matmul instead of a scatter-add.
+    weights = (token_fields[None, :] == np.arange(num_fields)[:, None]).astype(np.float32)
+    weights /= np.maximum(weights.sum(1, keepdims=True), 1.0)
+    return weights @ states
 
 
 def _check_pooling(pooling: str) -> None:

@@ -37,18 +37,39 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids with special tokens; sequences over max_tokens are cut, keeping a final special token
         (e.g. [SEP]) as the last id."""
+        return [ids for ids, _ in self._encode(texts, max_tokens)]
+
+    def encode_aligned(self, texts: list[str], spans, max_tokens: int | None = None):
+        """(token ids, token fields) per text: token_fields[j] is the index of the field whose character span
+        (spans[i][f] = (start, end), from Serializer.render) token j overlaps, or -1 (special tokens, names,
+        punctuation between values). Truncation cuts both lists alike."""
+        ids_out, fields_out = [], []
+        for (ids, offsets), text_spans in zip(self._encode(texts, max_tokens), spans):
+            fields = []
+            for start, end in offsets:
+                owner = -1
+                if end > start:
+                    for f, (a, b) in enumerate(text_spans):
+                        if start < b and end > a:
+                            owner = f
+                            break
+                fields.append(owner)
+            ids_out.append(ids)
+            fields_out.append(fields)
+        return ids_out, fields_out
+
+    def _encode(self, texts: list[str], max_tokens: int | None):
         if max_tokens is not None and max_tokens < 2:
             raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
         out = []
         for enc in self._tok.encode_batch(list(texts), add_special_tokens=True):
-            ids = enc.ids
+            ids, offsets = list(enc.ids), list(enc.offsets)
             if max_tokens is not None and len(ids) > max_tokens:
                 self.truncated_count += 1
-                if enc.special_tokens_mask[-1]:
-                    ids = ids[: max_tokens - 1] + [ids[-1]]
-                else:
-                    ids = ids[:max_tokens]
-            out.append(list(ids))
+                keep = list(range(max_tokens - 1)) + [len(ids) - 1] if enc.special_tokens_mask[-1] \
+                    else list(range(max_tokens))
+                ids, offsets = [ids[k] for k in keep], [offsets[k] for k in keep]
+            out.append((ids, offsets))
         return out
 
     def count_tokens(self, text: str) -> int:

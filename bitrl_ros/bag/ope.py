@@ -166,9 +166,18 @@ class EvaluatedPolicy:
         except Exception as e:  # ConfigError / TypeError from a foreign config
             raise CheckpointError(f"{state_path}: unusable PPO config ({e})") from None
         # load_checkpoint restores the global RNGs of the training run; evaluation must not change the caller's.
+        from bitrl_ros.features import FeatureLayout
+
+        # The layout the heads were trained on (None: a checkpoint from before layouts were recorded).
+        recorded = (state.get("extra") or {}).get("feature_layout")
+        self.layout = None if recorded is None else FeatureLayout.from_dict(recorded, str(state_path))
+        if self.layout is not None and self.layout.feature_dim != self.feature_dim:
+            raise CheckpointError(f"{state_path}: feature_dim {self.feature_dim} differs from its recorded layout's "
+                                  f"{self.layout.feature_dim}")
         saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
         try:
-            self.ppo = PPO(self.feature_dim, self.action_space, config, seed=int(state.get("seed", 0)))
+            self.ppo = PPO(self.feature_dim, self.action_space, config, seed=int(state.get("seed", 0)),
+                           readout=None if self.layout is None else self.layout.head_readout())
             extra = load_checkpoint(self.path, self.ppo)
         finally:
             torch.random.set_rng_state(saved[0])
@@ -190,7 +199,10 @@ class EvaluatedPolicy:
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
         features = np.asarray(features, dtype=np.float32)
-        return features if self.feature_norm is None else self.feature_norm.normalize(features)
+        if self.feature_norm is not None:
+            features = self.feature_norm.normalize(features)
+        scale = None if self.layout is None else self.layout.input_scale()
+        return features if scale is None else features * scale
 
     def evaluate(self, features: np.ndarray, actions: np.ndarray, batch: int = 4096):
         """(log pi_e(a|s), greedy actions, values) for raw features [N, D] and recorded actions."""
@@ -319,6 +331,9 @@ def build_features(episodes: list[Episode], policy: EvaluatedPolicy, backbone: s
     if not decisions:
         return np.zeros((0, policy.feature_dim), dtype=np.float32), "none"
     state_file = policy.path / "state.json"
+    if policy.layout is not None:
+        return _features_from_layout(decisions, policy, backbone, bag_path, env_id)
+    # A checkpoint without a recorded layout: match the recorded widths (pooled readouts only).
     obs_dim = len(decisions[0].values)
     emb_lens = {len(d.embedding) for d in decisions if d.embedding is not None}
     all_embedded = all(d.embedding is not None for d in decisions)
@@ -337,10 +352,25 @@ def build_features(episodes: list[Episode], policy: EvaluatedPolicy, backbone: s
         have = f"embedding length {sorted(emb_lens) or 'none'}" + ("" if all_embedded else " (not on every step)")
         raise CheckpointError(f"{state_file}: feature_dim {fd} does not match the bag {bag_path} ({have}, "
                               f"observation length {obs_dim}); pass --backbone to recompute the features")
-    from bitrl_ros.backbone import load_backbone
-    from bitrl_ros.envs import get_spec
     from bitrl_ros.features import StateEncoder
     from bitrl_ros.serialize import get_serializer
+
+    def build(spec, model):
+        hidden = model.hidden_size
+        if fd not in (hidden, hidden + obs_dim):
+            raise CheckpointError(f"{state_file}: feature_dim {fd} fits neither backbone {backbone} ({hidden}) nor "
+                                  f"{backbone} + raw observation ({hidden + obs_dim})")
+        return StateEncoder(spec, get_serializer(spec.env_id), model, raw_skip=fd == hidden + obs_dim)
+
+    feats, encoder = _recompute(values, policy, bag_path, env_id, backbone, build)
+    return feats, f"recomputed with {backbone}" + (" + raw observation" if encoder.layout.raw_skip else "")
+
+
+def _recompute(values, policy, bag_path, env_id, backbone: str, build):
+    """(features, encoder): features recomputed from the recorded observations with `backbone`;
+    build(spec, model) -> the StateEncoder."""
+    from bitrl_ros.backbone import load_backbone
+    from bitrl_ros.envs import get_spec
 
     env_id = env_id or policy.extra.get("env") or bag_env_id(bag_path)
     if not env_id:
@@ -349,15 +379,42 @@ def build_features(episodes: list[Episode], policy: EvaluatedPolicy, backbone: s
     try:
         model = load_backbone(backbone)
     except ValueError as e:
-        raise CheckpointError(f"--backbone {backbone}: {e}") from None
-    hidden = model.hidden_size
-    if fd not in (hidden, hidden + obs_dim):
-        raise CheckpointError(f"{state_file}: feature_dim {fd} fits neither backbone {backbone} ({hidden}) nor "
-                              f"{backbone} + raw observation ({hidden + obs_dim})")
-    encoder = StateEncoder(get_spec(env_id), get_serializer(env_id), model, raw_skip=fd == hidden + obs_dim)
+        raise CheckpointError(f"{policy.path / 'state.json'}: backbone {backbone!r}: {e}") from None
+    encoder = build(get_spec(env_id), model)
     rows = [encoder(values[i:i + 256]) for i in range(0, len(values), 256)]
-    return np.concatenate(rows).astype(np.float32), f"recomputed with {backbone}" + (
-        " + raw observation" if fd == hidden + obs_dim else "")
+    return np.concatenate(rows).astype(np.float32), encoder
+
+
+def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | None, bag_path, env_id):
+    """Features exactly as the checkpoint's recorded layout builds them: from the recorded embeddings when they
+    have the layout's width, else recomputed with the recorded backbone, serializer and readout."""
+    from bitrl_ros.features import StateEncoder, assemble_features
+
+    layout, state_file = policy.layout, policy.path / "state.json"
+    values = np.stack([d.values for d in decisions]).astype(np.float32)
+    if values.shape[1] != layout.obs_dim:
+        raise CheckpointError(f"{state_file}: the heads take {layout.obs_dim} observation fields, the bag {bag_path} "
+                              f"records {values.shape[1]}")
+    if layout.backbone == "mlp":
+        return assemble_features(None, values, layout), f"raw observation ({layout.obs_dim})"
+    if all(d.embedding is not None and len(d.embedding) == layout.embedding_dim for d in decisions):
+        emb = np.stack([d.embedding for d in decisions]).astype(np.float32)
+        return assemble_features(emb, values, layout), (
+            f"recorded encoded_state embedding ({layout.readout}, {layout.embedding_dim})"
+            + (f" + raw observation ({layout.obs_dim})" if layout.raw_skip else ""))
+    if backbone is not None and backbone != layout.backbone:
+        raise CheckpointError(f"{state_file}: the heads were trained on backbone {layout.backbone!r}; "
+                              f"--backbone {backbone} cannot recompute their features")
+    from bitrl_ros.serialize import Serializer
+
+    def build(spec, model):
+        encoder = StateEncoder(spec, Serializer.from_description(spec, layout.serializer), model, layout.readout,
+                               layout.raw_skip, layout.proj_dim, layout.balance)
+        encoder.layout.check_same(layout, str(state_file))
+        return encoder
+
+    feats, _ = _recompute(values, policy, bag_path, env_id, layout.backbone, build)
+    return feats, f"recomputed with {layout.backbone} ({layout.readout})"
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------

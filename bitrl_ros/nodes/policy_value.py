@@ -29,7 +29,8 @@ from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
 from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import ERROR, OK, WARN, copy_header, make_status, observation_to_array, to_float32_list
-from bitrl_ros.rl.checkpoint import STATE_FILE, check_same_backbone
+from bitrl_ros.features import FIELD_READOUTS, assemble_features, node_layout
+from bitrl_ros.rl.checkpoint import STATE_FILE
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
@@ -71,7 +72,8 @@ class PolicyValueNode(Node):
         self.learn = p["learn"]
         self.learner: OnlineLearner | None = None
         self.feature_dim: int | None = None
-        self.backbone_id = ""  # of the encoded states the heads are built for (kept in checkpoints)
+        self.layout = None        # FeatureLayout, fixed by the first encoded state
+        self.obs_dim = self.spec.obs_dim
         self.restored: dict = {}  # what resume brought back (updates, global_step, episodes), empty if nothing
 
         # Run statistics, read by the runner. Counters the worker thread reads are guarded by _lock.
@@ -198,16 +200,16 @@ class PolicyValueNode(Node):
         if not np.isfinite(embedding).all():
             i = int(np.flatnonzero(~np.isfinite(embedding))[0])
             raise InvalidObservation(f"encoded_state field 'embedding' (index {i}) is {embedding[i]}")
-        parts = [embedding]
-        if self.params["raw_skip"] or embedding.size == 0:
-            parts.append(observation_to_array(obs).astype(np.float32))
-        features = np.concatenate(parts)
-        if self.feature_dim is None:
-            self._build_learner(features.size, enc.backbone_id)
-        elif features.size != self.feature_dim:
-            raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, giving "
-                                     f"{features.size} features where the heads take {self.feature_dim}")
-        return features
+        if self.layout is None:
+            self._build_learner(embedding.size, enc.backbone_id)
+        if enc.readout and self.layout.readout not in (enc.readout, "none"):
+            raise InvalidObservation(f"encoded_state field 'readout' is {enc.readout!r}, the heads take the "
+                                     f"{self.layout.readout!r} readout (set readout under /** for every node)")
+        if embedding.size != self.layout.embedding_dim:
+            raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, the feature "
+                                     f"layout (backbone {self.layout.backbone}, readout {self.layout.readout}) "
+                                     f"takes {self.layout.embedding_dim}")
+        return assemble_features(embedding[None], observation_to_array(obs)[None], self.layout)[0]
 
     def _bookkeep(self, msg: Observation) -> None:
         """Env steps and undiscounted episode returns, straight from the bridge's observations."""
@@ -224,21 +226,27 @@ class PolicyValueNode(Node):
                 self._current_episode = None
 
     # -- the learner --------------------------------------------------------------------------------------------
-    def _build_learner(self, feature_dim: int, backbone_id: str = "") -> None:
+    def _build_learner(self, embedding_size: int, backbone_id: str = "") -> None:
+        """The heads for the first encoded state's layout: its width tells the backbone's (per field or pooled),
+        the feature parameters tell the rest; a resumed checkpoint must record the same layout."""
         p = self.params
-        self.feature_dim = feature_dim
-        self.backbone_id = backbone_id
+        per_field = (p.get("pooling") or p["readout"]) in FIELD_READOUTS
+        hidden = embedding_size // (self.obs_dim if per_field else 1)
+        if hidden * (self.obs_dim if per_field else 1) != embedding_size:
+            raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding_size}, not a multiple "
+                                     f"of the {self.obs_dim} fields the {p['readout']} readout gives")
+        self.layout = node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden)
+        self.feature_dim = self.layout.feature_dim
         self.learner = OnlineLearner(
-            feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
+            self.feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
             checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
-            extra_state=self._extra_state, on_update=self._on_update)
+            extra_state=self._extra_state, on_update=self._on_update, layout=self.layout)
         ckpt = Path(p["checkpoint_dir"])
         aside = ckpt.parent / f".{ckpt.name}.previous"  # a save that died between its renames (see checkpoint.py)
         if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
             try:
                 extra = self.learner.load(ckpt)
-                check_same_backbone(ckpt, extra.get("backbone_id"), backbone_id)
             except BitrlError as exc:
                 self.get_logger().fatal(str(exc))
                 raise
@@ -251,12 +259,14 @@ class PolicyValueNode(Node):
                              "episodes": int(extra.get("episodes", 0))}
             self.get_logger().info(f"resumed from {ckpt}: {self.restored['updates']} updates, global step "
                                    f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
-        self.get_logger().info(f"heads built: {feature_dim} features -> {self.action_space}")
+        readout = self.learner.ppo.readout
+        self.get_logger().info(f"heads built: {self.feature_dim} features ({self.layout.backbone}, readout "
+                               f"{self.layout.readout}{', raw observation' if self.layout.raw_skip else ''}) -> "
+                               f"{self.action_space}" + (f"; trainable readout {readout}" if readout else ""))
 
     def _extra_state(self) -> dict:
         with self._lock:
             return {"global_step": self.global_step, "episodes": len(self.episode_returns),
-                    "backbone_id": self.backbone_id,
                     "episode_returns": self.episode_returns[-RETURNS_KEPT:]}
 
     def _on_update(self, stats: dict) -> None:

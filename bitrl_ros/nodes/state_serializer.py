@@ -12,10 +12,9 @@ from rclpy.node import Node
 from bitrl_ros.backbone import load_tokenizer
 from bitrl_ros.envs import get_spec
 from bitrl_ros.errors import ConfigError, InvalidObservation
-from bitrl_ros.features import TextStage
+from bitrl_ros.features import TextStage, node_serializer
 from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import copy_header, observation_to_array, to_int32_list
-from bitrl_ros.serialize import get_serializer
 
 
 class _NoTokenizer:
@@ -23,8 +22,8 @@ class _NoTokenizer:
 
     truncated_count = 0
 
-    def encode_batch(self, texts, max_tokens=None):
-        return [[] for _ in texts]
+    def encode_aligned(self, texts, spans, max_tokens=None):
+        return [[] for _ in texts], [[] for _ in texts]
 
     def count_tokens(self, text):
         return 0
@@ -36,10 +35,10 @@ class StateSerializerNode(Node):
         self.params = p = declare_parameters(self, "state_serializer")
         try:
             spec = get_spec(p["env"])
-            serializer = get_serializer(p["env"], p["format"], None if p["precision"] < 0 else p["precision"])
+            serializer = node_serializer(p)
             tokenizer = load_tokenizer(p["backbone"]) or _NoTokenizer()
-        except ValueError as exc:  # unknown backbone id / model dir without a tokenizer
-            raise ConfigError(f"state_serializer: invalid parameter 'backbone' = {p['backbone']!r} ({exc})") from None
+        except ValueError as exc:  # unknown backbone id / model dir without a tokenizer / scales missing
+            raise ConfigError(f"state_serializer: invalid parameters ({exc})") from None
         self.tokenizer = tokenizer
         self.stage = TextStage(spec, serializer, tokenizer, p["max_tokens"])
         self.obs_dim = spec.obs_dim
@@ -52,12 +51,13 @@ class StateSerializerNode(Node):
 
         self.pub = self.create_publisher(SerializedState, "serialized_state", PIPELINE_QOS)
         self.sub = self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
-        self.get_logger().info(f"serializing {p['env']} observations as {p['format']} text for backbone "
+        self.get_logger().info(f"serializing {p['env']} observations as {p['format']} text ({p['numbers']} "
+                               f"numbers) for backbone "
                                f"{p['backbone']} (token budget {p['max_tokens']})")
 
     def _on_observation(self, msg: Observation) -> None:
         try:
-            _, texts, ids = self.stage(observation_to_array(msg).reshape(1, -1))
+            _, texts, ids, fields = self.stage(observation_to_array(msg).reshape(1, -1))
         except InvalidObservation as exc:
             self.invalid_count += 1
             self.last_invalid_reason = str(exc)
@@ -68,6 +68,7 @@ class StateSerializerNode(Node):
         out = copy_header(msg, SerializedState())
         out.text = text
         out.token_ids = to_int32_list(token_ids)
+        out.token_fields = to_int32_list(fields[0])
         cut = 0
         if self.tokenizer.truncated_count > self.truncated_count:  # the tokenizer counts the texts it cut
             self.truncated_count = self.tokenizer.truncated_count

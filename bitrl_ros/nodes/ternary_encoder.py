@@ -1,4 +1,5 @@
-"""ternary_encoder: SerializedState -> EncodedState, the frozen backbone's pooled features of one state.
+"""ternary_encoder: SerializedState -> EncodedState, the frozen backbone's readout of one state (a pooled vector,
+or one vector per observation field, averaged over the tokens SerializedState.token_fields assigns to it).
 
 The backbone is loaded once at start-up. Identical token sequences hit the backbone's LRU cache (the backbone
 is frozen, so the features are the same); cache_hit says whether the cache answered. Backbone "mlp" has no
@@ -14,6 +15,7 @@ from rclpy.node import Node
 
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.errors import ConfigError
+from bitrl_ros.features import EmbedStage, node_layout
 from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
 from bitrl_ros.nodes.convert import copy_header, to_float32_list
 from bitrl_ros.telemetry import SampleWindow
@@ -34,9 +36,13 @@ class TernaryEncoderNode(Node):
         except ValueError as exc:
             raise ConfigError(f"ternary_encoder: invalid parameter 'backbone' = {p['backbone']!r} ({exc})") from None
         self.load_s = time.perf_counter() - t0
-        self.pooling = p["pooling"]
         self.backbone_id = p["backbone"]
-        self.feature_dim = 0 if self.backbone is None else self.backbone.feature_dim(self.pooling)
+        try:
+            self.layout = node_layout(p, self.backbone_id, 0 if self.backbone is None else self.backbone.hidden_size)
+        except ValueError as exc:
+            raise ConfigError(f"ternary_encoder: invalid parameters ({exc})") from None
+        self.stage = EmbedStage(self.backbone, self.layout)
+        self.feature_dim = self.layout.embedding_dim
 
         self.encode_ms = SampleWindow(1000)  # wall time of recent encode calls (cache hits included)
         self.published_count = 0
@@ -46,16 +52,17 @@ class TernaryEncoderNode(Node):
         self.sub = self.create_subscription(SerializedState, "serialized_state", self._on_state, PIPELINE_QOS)
         self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s)) "
                                f"loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
-                               f"pooling {self.pooling}, cache {p['cache_size']} entries")
+                               f"readout {self.layout.readout}, cache {p['cache_size']} entries")
 
     def _on_state(self, msg: SerializedState) -> None:
         out = copy_header(msg, EncodedState())
         out.backbone_id = self.backbone_id
+        out.readout = self.layout.readout
         if self.backbone is not None:
             hits = self.backbone.cache_stats()["hits"]
             t0 = time.perf_counter()
             try:
-                feats = self.backbone.encode_tokens([msg.token_ids.tolist()], self.pooling)
+                feats = self.stage.embed([msg.token_ids.tolist()], [msg.token_fields.tolist()])
             except ValueError as exc:  # empty or over-long token ids: a serializer/encoder mismatch
                 self.error_count += 1
                 self.get_logger().warning(f"episode {msg.episode} step {msg.step}: cannot encode ({exc}); dropped "

@@ -23,15 +23,6 @@ FORMAT_VERSION = 1
 HEADS_FILE, OPTIM_FILE, STATE_FILE = "heads.safetensors", "optim.safetensors", "state.json"
 
 
-def check_same_backbone(checkpoint_dir, saved: str | None, current: str | None) -> None:
-    """Heads trained on one backbone's features are meaningless on another's, even at the same width (the distilled
-    default and minilm-ternary-ptq are both 384-d): refuse to resume across backbones."""
-    if saved and current and saved != current:
-        raise CheckpointError(f"{checkpoint_dir}: these heads were trained on features of backbone {saved!r}, but the "
-                              f"graph now encodes with {current!r}; use another checkpoint_dir, resume:=false, or "
-                              f"backbone:={saved}")
-
-
 def describe_action_space(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}

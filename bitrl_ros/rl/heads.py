@@ -33,12 +33,52 @@ def clip_action(action: np.ndarray, space: gym.Space) -> np.ndarray:
     return action
 
 
+class FieldProjection(nn.Module):
+    """The trainable readout: input [B, num_fields * width (+ raw_dim)] -> [B, num_fields * proj_dim (+ raw_dim)],
+    one linear map shared by all fields (width -> proj_dim) and the raw observation passed through.
+
+    With a raw observation the map starts at zero, so a hybrid agent starts out exactly as the raw-observation
+    MLP (same input scale, nothing added) and lets the text in only as far as PPO finds it useful; text-only it
+    starts orthogonal (unit gain)."""
+
+    def __init__(self, num_fields: int, width: int, proj_dim: int, raw_dim: int = 0):
+        super().__init__()
+        self.num_fields, self.width, self.proj_dim, self.raw_dim = num_fields, width, proj_dim, raw_dim
+        self.proj = nn.Linear(width, proj_dim)
+        if raw_dim:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+        else:
+            layer_init(self.proj, gain=1.0)
+
+    @property
+    def out_dim(self) -> int:
+        return self.num_fields * self.proj_dim + self.raw_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        text = x[..., : self.num_fields * self.width].reshape(*x.shape[:-1], self.num_fields, self.width)
+        z = self.proj(text).flatten(-2)
+        return torch.cat([z, x[..., self.num_fields * self.width:]], dim=-1) if self.raw_dim else z
+
+
+def readout_module(readout: dict | None, in_dim: int) -> tuple[nn.Module, int]:
+    """(module in front of a head's MLP, its output width): a FieldProjection, or the identity."""
+    if readout is None:
+        return nn.Identity(), in_dim
+    mod = FieldProjection(**readout)
+    if mod.num_fields * mod.width + mod.raw_dim != in_dim:
+        raise ValueError(f"readout {readout} expects {mod.num_fields * mod.width + mod.raw_dim} features, "
+                         f"the heads get {in_dim}")
+    return mod, mod.out_dim
+
+
 class PolicyHead(nn.Module):
     """Categorical policy for Discrete spaces, diagonal Gaussian (state-independent log_std) for Box."""
 
-    def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128)):
+    def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128), readout: dict | None = None):
         super().__init__()
         self.action_space = action_space
+        self.readout, in_dim = readout_module(readout, in_dim)
         if isinstance(action_space, gym.spaces.Discrete):
             self.discrete = True
             self.start = int(action_space.start)
@@ -52,7 +92,7 @@ class PolicyHead(nn.Module):
             raise TypeError(f"PolicyHead supports Discrete and Box action spaces, got {action_space}")
 
     def distribution(self, features: torch.Tensor) -> Distribution:
-        out = self.net(features)
+        out = self.net(self.readout(features))
         if self.discrete:
             return Categorical(logits=out, validate_args=False)
         mean = out.view(*out.shape[:-1], *self.action_shape)
@@ -89,9 +129,10 @@ class PolicyHead(nn.Module):
 
 
 class ValueHead(nn.Module):
-    def __init__(self, in_dim: int, hidden=(256, 128)):
+    def __init__(self, in_dim: int, hidden=(256, 128), readout: dict | None = None):
         super().__init__()
+        self.readout, in_dim = readout_module(readout, in_dim)
         self.net = mlp(in_dim, 1, hidden, out_gain=1.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features).squeeze(-1)
+        return self.net(self.readout(features)).squeeze(-1)

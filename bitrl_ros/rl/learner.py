@@ -24,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from bitrl_ros.rl.checkpoint import load_checkpoint, save_checkpoint
+from bitrl_ros.errors import CheckpointError
+from bitrl_ros.features import FeatureLayout
+from bitrl_ros.rl.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
 from bitrl_ros.rl.ppo import PPO, PPOConfig
 
@@ -34,9 +36,16 @@ class OnlineLearner:
                  normalize_features: bool = True, normalize_reward: bool = True,
                  checkpoint_dir: str | Path | None = None, background: bool = False,
                  extra_state: Callable[[], dict] | None = None,
-                 on_update: Callable[[dict], None] | None = None):
+                 on_update: Callable[[dict], None] | None = None, layout=None):
+        """layout: the FeatureLayout of the features (recorded in checkpoints, checked on load; it also says
+        which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests)."""
+        if layout is not None and layout.feature_dim != feature_dim:
+            raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
         self.config = config
-        self.ppo = PPO(feature_dim, action_space, config, seed=seed)
+        self.layout = layout
+        self.ppo = PPO(feature_dim, action_space, config, seed=seed,
+                       readout=None if layout is None else layout.head_readout())
+        self.input_scale = None if layout is None else layout.input_scale()
         self.background = background
         # In background mode the actor owns separate heads; synchronously it is the learner's PPO itself.
         self.actor = copy.deepcopy(self.ppo) if background else self.ppo
@@ -58,11 +67,11 @@ class OnlineLearner:
     # -- acting ------------------------------------------------------------------------------------------------
     def normalize(self, features: np.ndarray, update: bool = True) -> np.ndarray:
         features = np.asarray(features, dtype=np.float32)
-        if self.feature_norm is None:
-            return features
-        if update and not self.feature_norm.frozen:
-            self.feature_norm.update(features)
-        return self.feature_norm.normalize(features).astype(np.float32)
+        if self.feature_norm is not None:
+            if update and not self.feature_norm.frozen:
+                self.feature_norm.update(features)
+            features = self.feature_norm.normalize(features).astype(np.float32)
+        return features if self.input_scale is None else features * self.input_scale
 
     def act(self, features: np.ndarray, deterministic: bool = False, learn: bool = True):
         """Actions, log-probs and values for normalized features; remembers them for record() when learning."""
@@ -168,6 +177,7 @@ class OnlineLearner:
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _extra(self) -> dict:
         extra = dict(self.extra_state())
+        extra["feature_layout"] = None if self.layout is None else self.layout.to_dict()
         extra["feature_norm"] = self.feature_norm.state_dict() if self.feature_norm else None
         extra["reward_norm"] = self.reward_norm.state_dict() if self.reward_norm else None
         return extra
@@ -187,6 +197,13 @@ class OnlineLearner:
 
     def load(self, checkpoint_dir: str | Path) -> dict:
         """Restore heads, optimizers, RNGs and normalizers; returns the caller's extra state."""
+        if self.layout is not None:
+            saved = read_checkpoint_state(checkpoint_dir)["extra"].get("feature_layout")
+            where = f"{checkpoint_dir}"
+            if saved is None:
+                raise CheckpointError(f"{where}: the checkpoint records no feature layout (written before layouts "
+                                      "were recorded); it cannot be matched to these features: start fresh")
+            self.layout.check_same(FeatureLayout.from_dict(saved, where), where)
         extra = load_checkpoint(checkpoint_dir, self.ppo)
         if self.feature_norm is not None and extra.get("feature_norm"):
             self.feature_norm.load_state_dict(extra["feature_norm"])

@@ -44,16 +44,19 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 class PPO:
     """Owns the heads, their optimizers and the RNGs PPO itself uses (action sampling, minibatch shuffling)."""
 
-    def __init__(self, feature_dim: int, action_space: gym.Space, config: PPOConfig | None = None, seed: int = 0):
+    def __init__(self, feature_dim: int, action_space: gym.Space, config: PPOConfig | None = None, seed: int = 0,
+                 readout: dict | None = None):
+        """readout: FeatureLayout.head_readout(), the trainable readout each head carries (None: plain MLPs)."""
         self.config = config if config is not None else PPOConfig()
         self.feature_dim = int(feature_dim)
         self.action_space = action_space
         self.seed = int(seed)
+        self.readout = readout
         # Initialise weights from `seed` alone, whatever the global torch RNG has seen before.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes)
-            self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes)
+            self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes, readout)
+            self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes, readout)
         # foreach: one multi-tensor Adam step instead of a Python loop over parameters (faster for small heads).
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.policy_lr,
                                                  eps=self.config.adam_eps, foreach=True)

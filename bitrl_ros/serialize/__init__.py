@@ -1,12 +1,13 @@
 """MDP state -> short deterministic text: compact | structured | natural."""
 
 from bitrl_ros.serialize.report import count_tokens, rollout_states, token_report
-from bitrl_ros.serialize.serializer import CLIP_UNITS, FORMATS, Serializer, get_serializer
+from bitrl_ros.serialize.serializer import CLIP_UNITS, FORMATS, NUMBER_SCHEMES, Serializer, get_serializer
 from bitrl_ros.serialize.validate import validate_observation
 
 __all__ = [
     "CLIP_UNITS",
     "FORMATS",
+    "NUMBER_SCHEMES",
     "Serializer",
     "count_tokens",
     "get_serializer",

@@ -5,8 +5,9 @@
 activations; only for models whose linears are all frozen BitLinears.
 ``auto``: native when the model is ternary and the extension is built, else torch.
 
-An engine has ``name`` and ``run(seqs, pooling) -> np.ndarray float32 [len(seqs), hidden]`` (token id lists,
-unpadded; pooling mean / cls / last).
+An engine has ``name``, ``run(seqs, pooling) -> np.ndarray float32 [len(seqs), hidden]`` (token id lists,
+unpadded; pooling mean / cls / last) and ``hidden(seqs) -> float32 [len(seqs), T_max, hidden]`` (per-token
+last-layer states, zeros at padding; what the per-field readout averages).
 """
 
 from __future__ import annotations
@@ -29,14 +30,23 @@ class TorchEngine:
         self.model = model
         self.pad_id = pad_id
 
-    def run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
+    def _forward(self, seqs: list[list[int]]):
         lengths = torch.tensor([len(s) for s in seqs])
         ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
         with torch.inference_mode():
-            hidden = self.model(ids, attention_mask=mask)
+            return self.model(ids, attention_mask=mask), mask, lengths
+
+    def hidden(self, seqs: list[list[int]]) -> np.ndarray:
+        """Last-layer token states float32 [B, T_max, hidden], zeros at padding (as the native engine)."""
+        hidden, mask, _ = self._forward(seqs)
+        return (hidden * mask[..., None].to(hidden.dtype)).float().numpy().copy()
+
+    def run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
+        hidden, mask, lengths = self._forward(seqs)
+        with torch.inference_mode():
             if pooling == "mean":
                 m = mask[..., None].to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

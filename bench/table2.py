@@ -1,0 +1,243 @@
+"""The paper's Table II, first half: every cell from scratch, `bitrl train` as users run it.
+
+    .venv/bin/python bench/table2.py [--envs ...] [--agents ...] [--seeds N] [--jobs 2] [--steps-scale 1.0]
+
+Agents (features as config/train.yaml sets them unless named otherwise):
+  mlp              PPO on the raw observation
+  fp32             the FP32 teacher (all-MiniLM-L6-v2), the default readout and serialization
+  ptq              the teacher ternarized post-training, same features
+  distilled        the shipped distilled ternary encoder (the default agent: readout fields_proj)
+  distilled-fields the same with the untrained per-field readout (fields)
+  distilled-paper  the distilled encoder with the paper's recipe: mean pooling, fixed-decimal numbers
+  hybrid           the distilled encoder's per-field vectors through the trainable projection (fields_proj, which
+                   starts at zero) next to the raw observation
+
+Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
+Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
+rerunning skips finished cells unless --force), then the table (bench/results/table2.md) and the learning-curve
+plots (bench/results/table2_<env>.png) are rebuilt from the JSON.
+
+Per cell: final return (mean of the last 20 training episodes), greedy eval (10 episodes), steps to the env's
+threshold (first step where the last-20 mean reaches it), env steps/s (two cells run at once, one core each, so
+compare steps/s only within this table; bench/readout_throughput.py measures throughput side by side). "steps x
+mlp": mean steps to threshold over mlp's, where every seed of both reached it. Per task: mean and spread (std over
+seeds) and the ternary / FP32-teacher ratio of the final return on the seeds both ran, measured above the env's
+floor (the worst possible return: 0 on CartPole, -500 on Acrobot, -200 on MountainCar; 0 on HalfCheetah, a raw
+ratio).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "table2.json"
+RUNS = ROOT / "build" / "bench_runs" / "table2"
+
+BUDGETS = {"CartPole-v1": 150_000, "Acrobot-v1": 300_000, "MountainCar-v0": 300_000, "HalfCheetah-v4": 300_000}
+SEEDS = {"CartPole-v1": 5, "Acrobot-v1": 3, "MountainCar-v0": 3, "HalfCheetah-v4": 3}
+SAME_FEATURES_AS_FP32 = ("ptq", "distilled")  # the ternary agents the ratio to the teacher is about
+FLOORS = {"CartPole-v1": 0.0, "Acrobot-v1": -500.0, "MountainCar-v0": -200.0, "HalfCheetah-v4": 0.0}
+# The paper's recipe: a mean-pooled sentence vector of fixed-decimal text, features normalized per dimension only.
+PAPER = {"features.readout": "mean", "serializer.numbers": "fixed", "features.balance": False}
+AGENTS = {
+    "mlp": {"backbone": "mlp"},
+    "fp32": {"backbone": "minilm-fp32"},
+    "ptq": {"backbone": "minilm-ternary-ptq"},
+    "distilled": {"backbone": "minilm-bitnet-distilled"},
+    "distilled-fields": {"backbone": "minilm-bitnet-distilled", "features.readout": "fields"},
+    "distilled-paper": {"backbone": "minilm-bitnet-distilled", **PAPER},
+    "hybrid": {"backbone": "minilm-bitnet-distilled", "features.raw_skip": True, "features.readout": "fields_proj"},
+}
+
+
+def cell_id(env: str, agent: str, seed: int) -> str:
+    return f"{env}/{agent}/s{seed}"
+
+
+def run_cell(env: str, agent: str, seed: int, steps: int) -> dict:
+    run_dir = RUNS / f"{env}-{agent}-s{seed}"
+    overrides = dict(AGENTS[agent])
+    backbone = overrides.pop("backbone")
+    cmd = [sys.executable, "-m", "bitrl_ros.cli", "train", "--env", env, "--backbone", backbone, "--steps",
+           str(steps), "--seed", str(seed), "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]
+    for k, v in overrides.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    s = json.loads((run_dir / "summary.json").read_text())
+    with open(run_dir / "episodes.csv") as f:
+        curve = [(int(r["global_step"]), float(r["return"])) for r in csv.DictReader(f)]
+    return {"env": env, "agent": agent, "seed": seed, "steps": s["global_step"], "command": " ".join(cmd[1:]),
+            "final_return": s["mean_return"], "eval_return": s["eval_mean_return"],
+            "steps_to_threshold": s["first_solved_step"], "steps_per_s": s["steps_per_s"],
+            "cache_hit_rate": s["cache_hit_rate"], "mean_tokens": s["mean_tokens"],
+            "process_wall_s": time.perf_counter() - t0, "curve": _thin(curve)}
+
+
+def _thin(curve, keep: int = 400):
+    """Every k-th (step, return) of a run, smoothed over the last 20 episodes, for the plots."""
+    if not curve:
+        return []
+    steps, rets = np.array([c[0] for c in curve]), np.array([c[1] for c in curve])
+    k = min(20, len(rets))
+    smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
+    steps = steps[k - 1:]
+    idx = np.unique(np.linspace(0, len(smooth) - 1, min(keep, len(smooth))).astype(int))
+    return [[int(steps[i]), round(float(smooth[i]), 2)] for i in idx]
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"cells": {}}
+
+
+def save_cell(cell: dict) -> None:
+    data = load_results()
+    from bitrl_ros.telemetry.board import cpu_model
+
+    data.setdefault("cpu", cpu_model())
+    data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, RESULTS)
+
+
+def summarize(data: dict) -> dict:
+    table = {}
+    for cell in data["cells"].values():
+        table.setdefault(cell["env"], {}).setdefault(cell["agent"], []).append(cell)
+    out = {}
+    for env, agents in table.items():
+        rows = {}
+        for agent, cells in agents.items():
+            cells = sorted(cells, key=lambda c: c["seed"])
+            final = np.array([c["final_return"] for c in cells])
+            ev = np.array([c["eval_return"] for c in cells])
+            solved = [c["steps_to_threshold"] for c in cells]
+            rows[agent] = {"seeds": sorted(c["seed"] for c in cells), "steps": cells[0]["steps"],
+                           "final_mean": float(final.mean()), "final_std": float(final.std()),
+                           "eval_mean": float(ev.mean()), "eval_std": float(ev.std()),
+                           "solved": sum(s is not None for s in solved), "steps_to_threshold": solved,
+                           "steps_to_threshold_mean": (float(np.mean([s for s in solved if s is not None]))
+                                                       if any(s is not None for s in solved) else None),
+                           "steps_per_s": float(np.mean([c["steps_per_s"] for c in cells]))}
+        floor = FLOORS.get(env, 0.0)
+        fp32, mlp_row = rows.get("fp32"), rows.get("mlp")
+        fp32_final = {c["seed"]: c["final_return"] for c in agents.get("fp32", [])}
+        for agent, row in rows.items():
+            if mlp_row and agent != "mlp" and mlp_row["solved"] == len(mlp_row["seeds"]) and \
+                    row["solved"] == len(row["seeds"]):
+                row["steps_ratio_to_mlp"] = row["steps_to_threshold_mean"] / mlp_row["steps_to_threshold_mean"]
+            # On the seeds both agents ran, so that a missing seed cannot tilt the ratio.
+            both = [c for c in agents[agent] if c["seed"] in fp32_final]
+            if fp32 and agent in SAME_FEATURES_AS_FP32 and both:
+                ours = np.mean([c["final_return"] for c in both])
+                theirs = np.mean([fp32_final[c["seed"]] for c in both])
+                if theirs - floor > 0:
+                    row["ratio_to_fp32"] = float((ours - floor) / (theirs - floor))
+                    row["ratio_seeds"] = sorted(c["seed"] for c in both)
+        out[env] = rows
+    return out
+
+
+def markdown(summary: dict, cpu: str) -> str:
+    lines = [f"CPU: {cpu}. Final = mean of the last 20 training episodes; mean +- std over seeds.", "",
+             "| task | agent | seeds | steps | final return | greedy eval | solved | steps to threshold | "
+             "steps x mlp | steps/s | ternary / FP32 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = list(AGENTS)
+    for env, rows in summary.items():
+        for agent in sorted(rows, key=order.index):
+            r = rows[agent]
+            steps = " / ".join("-" if s is None else f"{s / 1000:.1f}k" for s in r["steps_to_threshold"])
+            ratio = (f"{r['ratio_to_fp32']:.2f} (seeds {', '.join(map(str, r['ratio_seeds']))})"
+                     if "ratio_to_fp32" in r else "-")
+            vs_mlp = f"{r['steps_ratio_to_mlp']:.2f}" if "steps_ratio_to_mlp" in r else "-"
+            lines.append(f"| {env} | {agent} | {len(r['seeds'])} | {r['steps'] / 1000:.0f}k | "
+                         f"{r['final_mean']:.1f} +- {r['final_std']:.1f} | {r['eval_mean']:.1f} +- {r['eval_std']:.1f} "
+                         f"| {r['solved']}/{len(r['seeds'])} | {steps} | {vs_mlp} | {r['steps_per_s']:.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({c["env"] for c in data["cells"].values()})
+    for env in envs:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for color, agent in zip([f"C{i}" for i in range(10)], AGENTS):
+            cells = [c for c in data["cells"].values() if c["env"] == env and c["agent"] == agent]
+            for i, c in enumerate(cells):
+                if c["curve"]:
+                    xs, ys = zip(*c["curve"])
+                    ax.plot(xs, ys, color=color, alpha=0.7, lw=1, label=agent if i == 0 else None)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return (mean of last 20 episodes)")
+        ax.set_title(f"{env}: one line per seed")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(HERE / "results" / f"table2_{env}.png", dpi=100)
+        plt.close(fig)
+
+
+def rebuild() -> None:
+    data = load_results()
+    summary = summarize(data)
+    data["summary"] = summary
+    RESULTS.write_text(json.dumps(data, indent=1))
+    (HERE / "results" / "table2.md").write_text(markdown(summary, data.get("cpu", "?")))
+    plot(data)
+    print(markdown(summary, data.get("cpu", "?")))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(BUDGETS))
+    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default: 5 CartPole, 3 others)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (e.g. 2 for longer)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cells", nargs="+", default=None, metavar="ENV/AGENT/sSEED",
+                        help="run exactly these cells, in this order (instead of --envs x --agents x seeds)")
+    parser.add_argument("--force", action="store_true", help="rerun cells already in the JSON")
+    parser.add_argument("--table-only", action="store_true", help="rebuild table and plots from the JSON")
+    args = parser.parse_args()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        done = load_results()["cells"]
+        if args.cells:
+            jobs = [(c.split("/")[0], c.split("/")[1], int(c.split("/")[2].lstrip("s"))) for c in args.cells]
+        else:
+            jobs = [(env, agent, seed) for env in args.envs for agent in args.agents
+                    for seed in range(args.first_seed, args.first_seed + (args.seeds or SEEDS[env]))]
+        todo = [j for j in jobs if args.force or cell_id(*j) not in done]
+        print(f"{len(todo)} cells to run", flush=True)
+
+        def one(job):
+            env, agent, seed = job
+            cell = run_cell(env, agent, seed, int(BUDGETS[env] * args.steps_scale))
+            save_cell(cell)
+            print(f"{cell_id(env, agent, seed)}: final {cell['final_return']:.1f} eval {cell['eval_return']:.1f} "
+                  f"solved at {cell['steps_to_threshold']} ({cell['steps_per_s']:.0f} steps/s)", flush=True)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(one, todo))
+    rebuild()
+
+
+if __name__ == "__main__":
+    main()
