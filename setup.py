@@ -1,11 +1,9 @@
 from glob import glob
-
-from setuptools import find_packages, setup
-
 import os
 import sys
 
 from setuptools import Extension
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 # --- native engine extension (optional: the package installs and runs on the torch engine without it) ---------

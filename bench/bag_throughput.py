@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -31,21 +31,19 @@ HERE = Path(__file__).resolve().parent
 PERIOD_NS = 25_000_000  # 40 Hz
 
 
-
-
 def serialized_observations(n: int) -> list[bytes]:
     from bitrl_ros.bag.typestore import make_typestore
 
     ts = make_typestore()
-    T, H, O = (ts.types[k] for k in ("builtin_interfaces/msg/Time", "std_msgs/msg/Header",
-                                     "bitrl_msgs/msg/Observation"))
+    T, H, Obs = (ts.types[k] for k in ("builtin_interfaces/msg/Time", "std_msgs/msg/Header",
+                                       "bitrl_msgs/msg/Observation"))
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
         sec, nsec = divmod(i * PERIOD_NS, 1_000_000_000)
-        msg = O(header=H(stamp=T(sec=sec, nanosec=nsec), frame_id="CartPole-v1"), episode=i // 500, step=i % 500,
-                values=rng.standard_normal(4).astype(np.float32), mission="", reward=1.0,
-                terminated=False, truncated=False)
+        msg = Obs(header=H(stamp=T(sec=sec, nanosec=nsec), frame_id="CartPole-v1"), episode=i // 500, step=i % 500,
+                  values=rng.standard_normal(4).astype(np.float32), mission="", reward=1.0,
+                  terminated=False, truncated=False)
         out.append(bytes(ts.serialize_cdr(msg, "bitrl_msgs/msg/Observation")))
     return out
 
@@ -66,7 +64,7 @@ def write_bench(path: Path, storage: str, data: list[bytes]) -> dict:
 
 
 def read_bench(path: Path, n: int) -> dict:
-    from bitrl_ros.bag.reader import iter_observations
+    from bitrl_ros.bag.sources import iter_observations
 
     t0 = time.perf_counter()
     count = sum(1 for _ in iter_observations(path))
@@ -81,7 +79,7 @@ def replay_bench(bag: Path, rate: float, max_messages: int, ns: str) -> dict:
 
     from bitrl_msgs.msg import Action, Observation
     from bitrl_ros.nodes.bag_replay import BagReplayNode
-    from bitrl_ros.nodes.base import PIPELINE_QOS, Spinner
+    from bitrl_ros.nodes.base import PIPELINE_QOS, InProcessGraph
 
     received = {"n": 0, "first": None, "last": None}
     stepped = rate == 0.0
@@ -105,9 +103,9 @@ def replay_bench(bag: Path, rate: float, max_messages: int, ns: str) -> dict:
 
     params = [Parameter("bag", value=str(bag)), Parameter("rate", value=float(rate)),
               Parameter("max_messages", value=int(max_messages)), Parameter("publish_clock", value=True)]
-    sink = Spinner(build)
+    sink = InProcessGraph(build)
     try:
-        player = Spinner(lambda ctx: BagReplayNode(context=ctx, namespace=ns, parameter_overrides=params))
+        player = InProcessGraph(lambda ctx: BagReplayNode(context=ctx, namespace=ns, parameter_overrides=params))
         try:
             player.node.finished.wait(600)
             time.sleep(0.5)

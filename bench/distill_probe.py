@@ -3,9 +3,9 @@
 (a) Held-out corpus cosine: mean cosine similarity between a model's and the teacher's mean-pooled embeddings on the
     distillation corpus's held-out split (which no training step sees), overall and per group (serializer format,
     mission, general).
-(b) Linear probe: ridge regression (alpha chosen on an inner validation split) from the pooled embedding to the raw observation values on CartPole and
-    HalfCheetah states (random + scripted rollouts, serialized in each format), fit on 80%, R^2 on the other 20%
-    (mean over observation dimensions, targets standardized on the training part).
+(b) Linear probe: ridge regression (alpha chosen on an inner validation split) from the pooled embedding to the raw
+    observation values on CartPole and HalfCheetah states (random + scripted rollouts, serialized in each format),
+    fit on 80%, R^2 on the other 20% (mean over observation dimensions, targets standardized on the training part).
 
     .venv/bin/python bench/distill_probe.py [--distilled DIR ...] [--label smoke] [--states 600] [--threads 2]
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,7 +47,8 @@ def _r2(pred, y):
 
 def ridge_r2(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
     """Test R^2 (mean over target dims) of ridge on standardized features/targets; alpha picked on an inner
-    80/20 split of the training part from ALPHAS."""
+    80/20 split of the training part from ALPHAS.
+    """
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(x))
     n_tr = int(0.8 * len(x))

@@ -16,14 +16,14 @@ same conditions, and stores their steps/s with the ratio to the FP32 teacher und
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import csv
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -45,7 +45,8 @@ def run_dir(env: str, backbone: str, seed: int) -> Path:
 
 def run_one(env: str, backbone: str, seed: int, steps: int, overrides: list[str], force: bool) -> dict | None:
     """Train (unless a finished run exists) and return the run's summary; None when another invocation of this
-    script holds the run's claim file (so two invocations can share one job list, one per core)."""
+    script holds the run's claim file (so two invocations can share one job list, one per core).
+    """
     d = run_dir(env, backbone, seed)
     if force or not (d / "summary.json").is_file():
         claim = d.with_name(d.name + ".claim")

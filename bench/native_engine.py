@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
+import time
 
 import numpy as np
 import torch
@@ -20,8 +20,6 @@ import torch
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.backbone.engines.native import native_available
 from bitrl_ros.telemetry.board import cpu_model
-
-
 
 
 def main() -> None:

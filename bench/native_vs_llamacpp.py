@@ -33,11 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -50,15 +50,15 @@ GGUF_LINEAR = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_pr
                "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 SHAPES = {
-    "d512_L8": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
-                    num_key_value_heads=2),
-    "d1024_L8": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                     num_key_value_heads=4),
-    "2b4t_layer_L1": dict(hidden_size=2560, intermediate_size=6912, num_hidden_layers=1, num_attention_heads=20,
-                          num_key_value_heads=5),
+    "d512_L8": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
+                "num_key_value_heads": 2},
+    "d1024_L8": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16,
+                 "num_key_value_heads": 4},
+    "2b4t_layer_L1": {"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 1,
+                      "num_attention_heads": 20, "num_key_value_heads": 5},
 }
-FULL_2B4T = dict(vocab_size=128256, hidden_size=2560, intermediate_size=6912, num_hidden_layers=30,
-                 num_attention_heads=20, num_key_value_heads=5)
+FULL_2B4T = {"vocab_size": 128256, "hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30,
+             "num_attention_heads": 20, "num_key_value_heads": 5}
 ROPE_THETA = 500000.0
 RMS_EPS = 1e-5
 MAX_POS = 128
@@ -75,10 +75,10 @@ def proc_status_kb(key: str) -> int:
 
 
 def linear_shapes(c: dict) -> dict:
-    H, I = c["hidden_size"], c["intermediate_size"]
+    H, FF = c["hidden_size"], c["intermediate_size"]
     KV = c["num_key_value_heads"] * (H // c["num_attention_heads"])
     return {"q_proj": (H, H), "k_proj": (KV, H), "v_proj": (KV, H), "o_proj": (H, H),
-            "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}
+            "gate_proj": (FF, H), "up_proj": (FF, H), "down_proj": (H, FF)}
 
 
 def random_layer(rng: np.random.Generator, c: dict) -> dict:
@@ -105,10 +105,10 @@ def native_config(nat, c: dict):
 
 
 def set_native_layer(m, i: int, c: dict, layer: dict) -> None:
-    H, I = c["hidden_size"], c["intermediate_size"]
+    H, FF = c["hidden_size"], c["intermediate_size"]
     for name in ("input_layernorm", "post_attention_layernorm", "attn_sub_norm"):
         m.set_tensor(name, i, np.ones(H, np.float32))
-    m.set_tensor("ffn_sub_norm", i, np.ones(I, np.float32))
+    m.set_tensor("ffn_sub_norm", i, np.ones(FF, np.float32))
     for name, (q, s) in layer.items():
         m.set_linear(name, i, q, s, None)
 
@@ -148,16 +148,17 @@ def build_torch(w: dict, c: dict, linear: str):
 def write_gguf(path: Path, w: dict, c: dict) -> dict:
     """A llama.cpp "bitnet" GGUF of the same shapes: TQ2_0 linears (ternary codes * scale, so each 256-block's
     scale is the tensor scale and the codes round-trip exactly), F16 token embedding (tied LM head), F32 norms,
-    and a dummy 1024-token SentencePiece ("llama") vocabulary so that llama.cpp loads it."""
+    and a dummy 1024-token SentencePiece ("llama") vocabulary so that llama.cpp loads it.
+    """
     import gguf
     from gguf.quants import quantize
-    H, I = c["hidden_size"], c["intermediate_size"]
+    H, FF = c["hidden_size"], c["intermediate_size"]
     wr = gguf.GGUFWriter(str(path), "bitnet")
     wr.add_name("bitrl-random-bitnet")
     wr.add_context_length(4096)  # only metadata; avoids a "context overflow" warning
     wr.add_embedding_length(H)
     wr.add_block_count(c["num_hidden_layers"])
-    wr.add_feed_forward_length(I)
+    wr.add_feed_forward_length(FF)
     wr.add_head_count(c["num_attention_heads"])
     wr.add_head_count_kv(c["num_key_value_heads"])
     wr.add_rope_dimension_count(H // c["num_attention_heads"])
@@ -188,7 +189,7 @@ def write_gguf(path: Path, w: dict, c: dict) -> dict:
     for i, layer in enumerate(w["layers"]):
         for name in ("attn_norm", "attn_sub_norm", "ffn_norm"):
             wr.add_tensor(f"blk.{i}.{name}.weight", np.ones(H, np.float32))
-        wr.add_tensor(f"blk.{i}.ffn_sub_norm.weight", np.ones(I, np.float32))
+        wr.add_tensor(f"blk.{i}.ffn_sub_norm.weight", np.ones(FF, np.float32))
         for name, (q, s) in layer.items():
             data = quantize(q.astype(np.float32) * np.float32(s), gguf.GGMLQuantizationType.TQ2_0)
             tq_bytes += data.nbytes
@@ -202,7 +203,8 @@ def write_gguf(path: Path, w: dict, c: dict) -> dict:
 
 class LlamaCppRunner:
     """One llama.cpp context in embedding mode (pooling MEAN): each call clears the KV cache and decodes all
-    tokens of one sequence, all marked as outputs."""
+    tokens of one sequence, all marked as outputs.
+    """
 
     def __init__(self, path: Path, threads: int):
         import llama_cpp
@@ -279,7 +281,8 @@ def run_shapes(args) -> tuple[list, dict]:
         sinfo = {"config": c, "ternary_weights": macs_per_token(c), "native_weight_bytes": native.weight_bytes(),
                  "native_vs_torch_ternary_max_abs_diff": float(np.abs(ref - got).max()),
                  "hidden_rms": float(np.sqrt((ref ** 2).mean())),
-                 "lm_head_mac_share_in_llamacpp": VOCAB * c["hidden_size"] / (macs_per_token(c) + VOCAB * c["hidden_size"])}
+                 "lm_head_mac_share_in_llamacpp":
+                     VOCAB * c["hidden_size"] / (macs_per_token(c) + VOCAB * c["hidden_size"])}
         lcpp, lerr = None, llama_err
         if lerr is None:
             try:
@@ -341,7 +344,7 @@ def run_shapes(args) -> tuple[list, dict]:
                 print(f"{sname:14s} thr {threads} tok {n:2d}: native {row['native_ms_p50']:8.3f} | fp32 "
                       f"{row['torch_fp32_ms_p50']:8.3f} | ternary {row['torch_ternary_ms_p50']:8.3f} | llama.cpp {lc}"
                       f" ms", flush=True)
-        del native, fp32, tern, lcpp
+        native = fp32 = tern = lcpp = None  # free this shape's models before the next one
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
@@ -421,7 +424,8 @@ def markdown(report: dict) -> str:
         lc = fmt(r["llamacpp_tq2_0_ms_p50"], ".3f", "failed (see JSON)")
         lines.append(f"| {r['shape']} | {r['threads']} | {r['tokens']} | {r['native_ms_p50']:.3f} | "
                      f"{r['torch_fp32_ms_p50']:.3f} | {r['torch_ternary_ms_p50']:.3f} | {lc} | "
-                     f"{r['fp32_over_native']:.2f}x | {fmt(r['llamacpp_over_native'])}{'x' if r['llamacpp_over_native'] else ''} |")
+                     f"{r['fp32_over_native']:.2f}x | {fmt(r['llamacpp_over_native'])}"
+                     f"{'x' if r['llamacpp_over_native'] else ''} |")
     warm = [r for r in report["results"] if "native_warm_ms_p50" in r]
     if warm:
         lines += ["", "Warm cache, 1 thread (each engine timed in its own block of consecutive calls; above, the "
@@ -440,7 +444,7 @@ def markdown(report: dict) -> str:
     if "error" in f:
         lines.append(f"Full 2B4T shape: failed: {f['error']}")
     elif f:
-        lat = ", ".join(f"{l['tokens']} tok / {l['threads']} thr {l['ms_p50']:.1f} ms" for l in f["latency"])
+        lat = ", ".join(f"{x['tokens']} tok / {x['threads']} thr {x['ms_p50']:.1f} ms" for x in f["latency"])
         lines += ["| full 2B4T (native, random ternary) | value |", "|---|---|",
                   f"| ternary weights | {f['ternary_weights'] / 1e9:.3f} G |",
                   f"| packed ternary bytes | {f['packed_ternary_bytes'] / 2**20:.1f} MiB |",

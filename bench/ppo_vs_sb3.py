@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
+import time
 
 import numpy as np
 import torch
@@ -20,8 +20,6 @@ import torch
 from bitrl_ros.telemetry.board import cpu_model
 
 HERE = Path(__file__).resolve().parent
-
-
 
 
 def run_sb3(steps: int, seed: int) -> dict:
@@ -33,7 +31,8 @@ def run_sb3(steps: int, seed: int) -> dict:
     model = PPO(
         "MlpPolicy", env, n_steps=256, batch_size=64, n_epochs=4, learning_rate=3e-4, gamma=0.99,
         gae_lambda=0.95, clip_range=0.1, ent_coef=0.05, vf_coef=0.5, max_grad_norm=0.5, seed=seed, device="cpu",
-        policy_kwargs=dict(net_arch=dict(pi=[256, 128], vf=[256, 128]), activation_fn=torch.nn.Tanh), verbose=0,
+        policy_kwargs={"net_arch": {"pi": [256, 128], "vf": [256, 128]}, "activation_fn": torch.nn.Tanh},
+        verbose=0,
     )
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -32,8 +32,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIG = ROOT / "config" / "agent.yaml"
 ENV, BACKBONE = "CartPole-v1", "minilm-ternary-ptq"
-
-
 
 
 def realtime(seconds: float, executor: str, tmp: Path) -> dict:

@@ -28,14 +28,14 @@ ratio).
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import csv
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -48,9 +48,11 @@ BUDGETS = {"CartPole-v1": 150_000, "Acrobot-v1": 300_000, "MountainCar-v0": 300_
 SEEDS = {"CartPole-v1": 5, "Acrobot-v1": 3, "MountainCar-v0": 3, "HalfCheetah-v4": 3}
 SAME_FEATURES_AS_FP32 = ("ptq", "distilled")  # the ternary agents the ratio to the teacher is about
 FLOORS = {"CartPole-v1": 0.0, "Acrobot-v1": -500.0, "MountainCar-v0": -200.0, "HalfCheetah-v4": 0.0}
-# The paper's recipe: a mean-pooled sentence vector of fixed-decimal text, features normalized per dimension only.
-PAPER = {"features.readout": "mean", "serializer.numbers": "fixed", "features.balance": False}
-AGENTS = {
+# The paper's recipe: a mean-pooled sentence vector of fixed-decimal text, features normalized per dimension only,
+# and its PPO's entropy bonus.
+PAPER_ENT = {"ppo.ent_coef": 0.05}
+PAPER = {"features.readout": "mean", "serializer.numbers": "fixed", "features.balance": False, **PAPER_ENT}
+BASE_AGENTS = {
     "mlp": {"backbone": "mlp"},
     "fp32": {"backbone": "minilm-fp32"},
     "ptq": {"backbone": "minilm-ternary-ptq"},
@@ -59,6 +61,15 @@ AGENTS = {
     "distilled-paper": {"backbone": "minilm-bitnet-distilled", **PAPER},
     "hybrid": {"backbone": "minilm-bitnet-distilled", "features.raw_skip": True, "features.readout": "fields_proj"},
 }
+# Every agent but the paper's also with the paper's entropy bonus (the default before it was measured): "<agent>-ent05".
+ENT05 = "-ent05"
+AGENTS = {**BASE_AGENTS, **{f"{name}{ENT05}": {**spec, **PAPER_ENT} for name, spec in BASE_AGENTS.items()
+                            if name != "distilled-paper"}}
+
+
+def _base(agent: str) -> tuple[str, str]:
+    """(agent without its PPO suffix, the suffix): rows compare with mlp / fp32 of the same PPO settings."""
+    return (agent[:-len(ENT05)], ENT05) if agent.endswith(ENT05) else (agent, "")
 
 
 def cell_id(env: str, agent: str, seed: int) -> str:
@@ -134,15 +145,16 @@ def summarize(data: dict) -> dict:
                                                        if any(s is not None for s in solved) else None),
                            "steps_per_s": float(np.mean([c["steps_per_s"] for c in cells]))}
         floor = FLOORS.get(env, 0.0)
-        fp32, mlp_row = rows.get("fp32"), rows.get("mlp")
-        fp32_final = {c["seed"]: c["final_return"] for c in agents.get("fp32", [])}
         for agent, row in rows.items():
-            if mlp_row and agent != "mlp" and mlp_row["solved"] == len(mlp_row["seeds"]) and \
+            base, suffix = _base(agent)
+            fp32, mlp_row = rows.get("fp32" + suffix), rows.get("mlp" + suffix)
+            fp32_final = {c["seed"]: c["final_return"] for c in agents.get("fp32" + suffix, [])}
+            if mlp_row and base != "mlp" and mlp_row["solved"] == len(mlp_row["seeds"]) and \
                     row["solved"] == len(row["seeds"]):
                 row["steps_ratio_to_mlp"] = row["steps_to_threshold_mean"] / mlp_row["steps_to_threshold_mean"]
             # On the seeds both agents ran, so that a missing seed cannot tilt the ratio.
             both = [c for c in agents[agent] if c["seed"] in fp32_final]
-            if fp32 and agent in SAME_FEATURES_AS_FP32 and both:
+            if fp32 and base in SAME_FEATURES_AS_FP32 and both:
                 ours = np.mean([c["final_return"] for c in both])
                 theirs = np.mean([fp32_final[c["seed"]] for c in both])
                 if theirs - floor > 0:
@@ -178,12 +190,14 @@ def plot(data: dict) -> None:
     envs = sorted({c["env"] for c in data["cells"].values()})
     for env in envs:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        for color, agent in zip([f"C{i}" for i in range(10)], AGENTS):
+        shown = [a for a in AGENTS if any(c["env"] == env and c["agent"] == a for c in data["cells"].values())]
+        for color, agent in zip([f"C{i}" for i in range(20)], shown):
             cells = [c for c in data["cells"].values() if c["env"] == env and c["agent"] == agent]
             for i, c in enumerate(cells):
                 if c["curve"]:
                     xs, ys = zip(*c["curve"])
-                    ax.plot(xs, ys, color=color, alpha=0.7, lw=1, label=agent if i == 0 else None)
+                    ax.plot(xs, ys, color=color, alpha=0.7, lw=1, ls="--" if agent.endswith(ENT05) else "-",
+                            label=agent if i == 0 else None)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("return (mean of last 20 episodes)")
         ax.set_title(f"{env}: one line per seed")
@@ -206,7 +220,7 @@ def rebuild() -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(BUDGETS))
-    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    parser.add_argument("--agents", nargs="+", default=list(BASE_AGENTS), choices=list(AGENTS))
     parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default: 5 CartPole, 3 others)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (e.g. 2 for longer)")

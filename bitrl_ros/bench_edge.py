@@ -27,21 +27,22 @@ are skipped with the reason. Results: a rich table, ``<out>/edge.json`` and ``<o
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass, field
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from bitrl_ros import settings
 from bitrl_ros.telemetry.board import cpu_model
 
 DEFAULT_VARIANTS = ("minilm-fp32:torch", "minilm-ternary-ptq:torch", "minilm-ternary-ptq:native")
-ENGINES = ("torch", "native")
+ENGINES = tuple(e for e in settings.ENGINES if e != "auto")  # a variant names a concrete engine
 TERNARY_BACKBONES = ("minilm-bitnet-distilled", "minilm-ternary-ptq")
 COLUMNS = ("backbone", "engine", "peak_memory_mb", "latency_p50_ms", "latency_p99_ms", "steps_per_s",
            "energy_j_per_episode", "energy_label", "temperature_c")
@@ -87,11 +88,11 @@ def unavailable_reason(backbone: str, engine: str) -> str | None:
 # -- probes -----------------------------------------------------------------------------------------------------
 
 
-
 class _PowerProbe:
     """Average board power over the variant's run, from bitrl_ros.telemetry.power: the best source the machine
     has (`open_power_source("auto")`: INA sensor, Pi 5 PMIC, RAPL; else the CPU-utilisation estimate), sampled
-    every `period_s` on a daemon thread into an EnergyMeter (one source only, never mixed)."""
+    every `period_s` on a daemon thread into an EnergyMeter (one source only, never mixed).
+    """
 
     def __init__(self, period_s: float = 0.5):
         import threading
@@ -160,36 +161,12 @@ def _collect_states(env_id: str, n: int, seed: int) -> np.ndarray:
     return np.stack(out)
 
 
-def _greedy_episodes(trainer, episodes: int, seed: int) -> tuple[float, float]:
-    """(mean episode length in steps, greedy env steps/s) of the trained policy, one env, cache on."""
-    from bitrl_ros.envs import make_env
-    from bitrl_ros.rl.heads import clip_action
-
-    if episodes <= 0:
-        return float("nan"), float("nan")
-    env = make_env(trainer.cfg.env, seed)
-    lengths, steps, t0 = [], 0, time.perf_counter()
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, n = False, 0
-        while not done:
-            feats = trainer.learner.normalize(trainer.encoder(np.asarray(obs)[None]), update=False)
-            action = trainer.learner.act(feats, deterministic=True, learn=False)[0]
-            action = clip_action(action, env.action_space)[0] if trainer.continuous else int(action[0])
-            obs, _, term, trunc, _ = env.step(action)
-            done, n = term or trunc, n + 1
-        lengths.append(n)
-        steps += n
-    wall = time.perf_counter() - t0
-    env.close()
-    return float(np.mean(lengths)), steps / max(wall, 1e-9)
-
-
 def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) -> dict:
     """Measure one variant in this process; peak memory is this process's VmHWM at the end."""
     import torch
 
     from bitrl_ros.config import load_train_config
+    from bitrl_ros.rl.evaluation import evaluate_policy
     from bitrl_ros.telemetry.memory import read_memory_mb
     from bitrl_ros.train import Trainer
 
@@ -220,7 +197,8 @@ def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) ->
         bb.clear_cache()
         # Steps/s: the short training run, cache on.
         result = trainer.run()
-        ep_len, greedy_sps = _greedy_episodes(trainer, s.episodes, s.seed + 20_000)
+        greedy = evaluate_policy(trainer.cfg.env, trainer.encoder, trainer.learner, s.episodes, s.seed + 20_000)
+        ep_len, greedy_sps = greedy.mean_length, (greedy.steps_per_s if s.episodes > 0 else float("nan"))
     watts, label = power.finish()
     sps = result.steps_per_s
     energy = watts * ep_len / sps if sps > 0 and np.isfinite(ep_len) else float("nan")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import signal
 import sys
-from pathlib import Path
 
 import yaml
 
+from bitrl_ros import settings
 from bitrl_ros.errors import BitrlError
 
 
@@ -259,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                      help="override a parameter, e.g. --set policy_value.ppo.num_steps=512; without a node name "
                           "(--set env=Acrobot-v1) it applies to every node that has the parameter")
-    run.add_argument("--executor", choices=("events", "multi"), default="events",
-                     help="events: rclpy EventsExecutor (default, measured fastest); multi: MultiThreadedExecutor")
+    run.add_argument("--executor", choices=settings.EXECUTORS, default="events",
+                     help="events: rclpy EventsExecutor (default, measured fastest); multi: MultiThreadedExecutor; "
+                          "single: SingleThreadedExecutor")
     run.add_argument("--threads", type=int, default=None, help="MultiThreadedExecutor threads (default: cores, >= 2)")
     run.add_argument("--namespace", default=None, help="ROS namespace for every node (topics are relative)")
     run.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")

@@ -27,12 +27,7 @@ import numpy as np
 from bitrl_ros.envs import EnvSpec
 from bitrl_ros.errors import CheckpointError
 from bitrl_ros.serialize import Serializer, validate_observation
-
-POOLED_READOUTS = ("mean", "cls", "last")
-FIELD_READOUTS = ("fields", "fields_proj")
-READOUTS = POOLED_READOUTS + FIELD_READOUTS
-TRAINABLE_READOUTS = ("fields_proj",)
-PAPER_READOUT = "mean"  # the paper's recipe: a mean-pooled sentence vector
+from bitrl_ros.settings import FIELD_READOUTS, READOUTS, TRAINABLE_READOUTS
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,8 @@ class FeatureLayout:
         output moves in proportion to the number of active inputs: 384 or 17 x 384 unit-variance backbone dims
         make each PPO update tens of times larger than 4 raw numbers do (clip fractions of 0.35 instead of 0.05
         on CartPole), and, next to the raw observation, drown it. Balancing scales the backbone block to a total
-        variance of obs_dim (per field: 1 per field, like one raw number), leaving the raw observation as is."""
+        variance of obs_dim (per field: 1 per field, like one raw number), leaving the raw observation as is.
+        """
         if not self.balance or not self.embedding_dim:
             return None
         scale = np.ones(self.feature_dim, dtype=np.float32)
@@ -173,7 +169,8 @@ def validate_batch(observations, spec: EnvSpec) -> np.ndarray:
 
 class StateEncoder:
     """Both stages in one call, for `bitrl train`, offline evaluation and anything else that runs the pipeline
-    in-process."""
+    in-process.
+    """
 
     def __init__(self, spec: EnvSpec, serializer: Serializer | None, backbone, readout: str = "mean",
                  raw_skip: bool = False, proj_dim: int = 16, balance: bool = True):
@@ -221,7 +218,8 @@ def node_serializer(params: dict) -> Serializer:
 
 def node_layout(params: dict, backbone_id: str, hidden: int) -> FeatureLayout:
     """The feature layout the graph's nodes share, from their common feature parameters (params.FEATURES);
-    hidden is the backbone width (0: no backbone)."""
+    hidden is the backbone width (0: no backbone).
+    """
     from bitrl_ros.envs import get_spec
 
     readout = params.get("pooling") or params["readout"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+import tempfile
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -2,23 +2,25 @@
 diagnostics_monitor) in one process, from the same ROS 2 parameter file the launch files use.
 
 This is manual composition, for installs without `ros2 launch`: each node is built with its parameters as
-parameter_overrides and all of them share one executor (see make_executor). Every parameter is validated
-against the node schemas before the first node exists, so a bad value is refused with the node, parameter,
-value and allowed range and nothing half-starts.
+parameter_overrides and all of them share one executor (nodes.base.InProcessGraph, make_executor). Every
+parameter is validated against the node schemas before the first node exists, so a bad value is refused with
+the node, parameter, value and allowed range and nothing half-starts.
 """
 from __future__ import annotations
 
-import os
-import threading
-import time
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.params import MODES, SCHEMAS, read_ros_params, validate_params
+from bitrl_ros.nodes.stats import BridgeStats, PolicyStats
+from bitrl_ros.params import MODES, read_ros_params, SCHEMAS, validate_params
+from bitrl_ros.rl.evaluation import RETURN_WINDOW
+from bitrl_ros.settings import EXECUTORS
 
 NODE_ORDER = ("sim_bridge", "state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
 AGENT_NODES = NODE_ORDER[1:]
@@ -34,15 +36,16 @@ class RunOptions:
     progress: bool = True
     namespace: str | None = None
     log: Callable[[str], None] = print
-    executor: str = "events"          # events (rclpy's EventsExecutor) | multi (MultiThreadedExecutor)
+    executor: str = "events"          # events (EventsExecutor) | multi (MultiThreadedExecutor) | single
     record: str | Path | None = None  # bag directory: adds the bag_recorder node (bag_recorder.path)
-    record_storage: str | None = None # mcap | sqlite3 (bag_recorder.storage)
+    record_storage: str | None = None  # mcap | sqlite3 (bag_recorder.storage)
     threads: int | None = None        # MultiThreadedExecutor threads (default: min(nodes, max(2, CPU cores)))
 
 
 def apply_overrides(params: dict[str, dict[str, Any]], overrides: dict[str, Any]) -> None:
     """`node.param=value` sets one node's parameter; `param=value` (or `/**.param=value`) sets it on every node
-    whose schema has it. A key no node knows is refused."""
+    whose schema has it. A key no node knows is refused.
+    """
     for key, value in overrides.items():
         key = key[4:] if key.startswith("/**.") else key
         node, _, rest = key.partition(".")
@@ -79,7 +82,7 @@ def resolve_params(opts: RunOptions) -> dict[str, dict[str, Any]]:
         use_sim_time = params[n].pop("use_sim_time", False)
         validated[n] = validate_params(n, params[n])
         if not isinstance(use_sim_time, bool):
-            raise ConfigError(f"{n}: invalid parameter 'use_sim_time' = {use_sim_time!r} (allowed: true | false)")
+            raise ConfigError(f"{n}: invalid value for 'use_sim_time' = {use_sim_time!r} (allowed: true | false)")
         validated[n]["use_sim_time"] = use_sim_time
     # One graph, one clock, one env: nodes that disagree here would silently misjoin.
     for key in ("env", "mode", "control_rate_hz"):
@@ -124,25 +127,23 @@ def _percentiles(samples, qs=(50, 99)) -> list[float | None]:
     return [float(np.percentile(arr, q)) for q in qs]
 
 
-def summarize(bridge, policy, wall_s: float, checkpoint: str) -> dict:
-    rate_hz = bridge.rate_hz
-    periods = np.asarray(list(bridge.action_periods_ms), dtype=np.float64)
+def summarize(bridge: BridgeStats, policy: PolicyStats | None, wall_s: float, checkpoint: str) -> dict:
+    periods = np.asarray(bridge.action_periods_ms, dtype=np.float64)
     # The period deviation from 1/rate only means something for the fixed-rate loop; lockstep runs flat out.
     if bridge.mode != "realtime":
         periods = periods[:0]
-    deviation = np.abs(periods - 1000.0 / rate_hz) if periods.size else periods
+    deviation = np.abs(periods - 1000.0 / bridge.rate_hz) if periods.size else periods
     lat50, lat99 = _percentiles(bridge.latencies_ms)
     dev50, dev99 = _percentiles(deviation)
-    returns = list(policy.episode_returns) if policy is not None and policy.episode_returns else \
-        list(bridge.episode_returns)
+    returns = policy.episode_returns if policy is not None and policy.episode_returns else bridge.episode_returns
     return {
         "mode": bridge.mode,
         "env": bridge.env_id,
         "steps": bridge.total_steps,
         "episodes": bridge.episodes,
-        "mean_return": float(np.mean(returns[-20:])) if returns else None,
+        "mean_return": float(np.mean(returns[-RETURN_WINDOW:])) if returns else None,
         "updates": policy.updates if policy is not None else 0,
-        "resumed_updates": (policy.restored or {}).get("updates", 0) if policy is not None else 0,
+        "resumed_updates": policy.resumed_updates if policy is not None else 0,
         "wall_s": wall_s,
         "steps_per_s": bridge.total_steps / wall_s if wall_s > 0 else 0.0,
         "achieved_rate_hz": (1000.0 / float(np.mean(periods))) if periods.size else None,
@@ -151,9 +152,9 @@ def summarize(bridge, policy, wall_s: float, checkpoint: str) -> dict:
         "period_dev_ms_max": float(deviation.max()) if periods.size else None,
         "latency_ms_p50": lat50,
         "latency_ms_p99": lat99,
-        "fallbacks": bridge.fallback_count,
+        "fallbacks": bridge.fallbacks,
         "stale_actions": bridge.stale_actions,
-        "clipped_actions": bridge.clipped_count,
+        "clipped_actions": bridge.clipped_actions,
         "safe_actions": policy.safe_actions if policy is not None else 0,
         "rollouts_dropped": policy.rollouts_dropped if policy is not None else 0,
         "checkpoint": checkpoint,
@@ -186,33 +187,6 @@ def build_nodes(validated: dict, context, namespace: str | None = None, names=NO
     return nodes
 
 
-EXECUTORS = ("events", "multi")
-
-
-def make_executor(kind: str, threads: int | None, num_nodes: int, context):
-    """The executor all nodes share.
-
-    events (default): rclpy's EventsExecutor dispatches callbacks from a C++ event queue without rebuilding a
-    wait set per callback. Measured on the 2-core dev machine under load (bench/results/ros_graph*.json), it
-    held the 40 Hz loop (40.0 Hz, period deviation p50 0.3 ms) where the MultiThreadedExecutor fell to
-    15-38 Hz, and it stepped lockstep ~1.5x faster. One thread is enough because every callback is short and
-    PPO updates run in the learner's own worker thread, never in a callback.
-    multi: MultiThreadedExecutor. Callbacks are Python and hold the GIL, so threads beyond the core count only
-    add contention (5 threads measured worse than 2 here); two or more let an encoder forward, which releases
-    the GIL inside torch, overlap the bridge's and the policy's timer callbacks. Each node's callbacks stay in
-    its default mutually exclusive group, so more threads than nodes could never be used.
-    """
-    from rclpy.executors import MultiThreadedExecutor
-
-    if kind == "events":
-        from rclpy.experimental import EventsExecutor
-        return EventsExecutor(context=context)
-    if kind != "multi":
-        raise ConfigError(f"executor {kind!r} (allowed: {' | '.join(EXECUTORS)})")
-    threads = threads or min(num_nodes, max(2, os.cpu_count() or 2))
-    return MultiThreadedExecutor(num_threads=threads, context=context)
-
-
 def run(opts: RunOptions) -> dict:
     """Build, spin and tear down the graph; returns the summary dict (see summarize)."""
     validated = resolve_params(opts)  # before any node (or rclpy) exists
@@ -221,46 +195,32 @@ def run(opts: RunOptions) -> dict:
              f"backbone={validated['ternary_encoder']['backbone']} steps={b['max_steps'] or 'unlimited'} "
              f"executor={opts.executor} checkpoint={validated['policy_value']['checkpoint_dir']}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import rclpy
     import torch
 
-    torch.set_num_threads(1)  # RL loop default (DESIGN §5); the encoder sets its own `threads`
-    from rclpy.signals import SignalHandlerOptions
+    from bitrl_ros.nodes.base import InProcessGraph
 
-    context = rclpy.Context()
+    torch.set_num_threads(1)  # RL loops run torch on 1 thread; the native encoder has its own `threads` pool
+    names = NODE_ORDER + (("bag_recorder",) if "bag_recorder" in validated else ())
     # No rclpy signal handlers: Ctrl-C must reach Python as KeyboardInterrupt, so that the run stops, lets a
     # running update finish its checkpoint and still prints the summary (rclpy's handler would swallow it).
-    rclpy.init(context=context, args=[], signal_handler_options=SignalHandlerOptions.NO)
-    nodes: dict = {}
-    executor = None
-    summary: dict = {}
+    graph = InProcessGraph(lambda ctx: build_nodes(validated, ctx, opts.namespace, names), opts.executor,
+                           opts.threads, signal_handlers=False, start=False)
+    policy = graph.nodes["policy_value"]
     try:
-        names = NODE_ORDER + (("bag_recorder",) if "bag_recorder" in validated else ())
-        nodes = build_nodes(validated, context, opts.namespace, names)
-        bridge, policy = nodes["sim_bridge"], nodes["policy_value"]
-        if "bag_recorder" in nodes:
+        recorder = graph.nodes.get("bag_recorder")
+        if recorder is not None:
             opts.log(f"recording to {validated['bag_recorder']['path']} ({validated['bag_recorder']['storage']})")
-            wait_for_recorder(nodes["bag_recorder"])
-        executor = make_executor(opts.executor, opts.threads, len(nodes), context)
-        for node in nodes.values():
-            executor.add_node(node)
-        summary = _spin(executor, bridge, policy, opts, nodes.get("bag_recorder"))
-        if "bag_recorder" in nodes:
-            rec = nodes["bag_recorder"]
+            wait_for_recorder(recorder)
+        summary = _spin(graph, opts)
+        if recorder is not None:
             time.sleep(0.2)  # nothing spins now; messages already taken are in the writer
-            rec.shutdown()
-            summary["recorded"] = {"path": str(rec.path), "storage": rec.storage_name, "messages": rec.counts}
+            recorder.shutdown()
+            summary["recorded"] = {"path": str(recorder.path), "storage": recorder.storage_name,
+                                   "messages": recorder.counts}
     finally:
-        if "policy_value" in nodes:
-            nodes["policy_value"].shutdown()
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)  # waits for callbacks in flight before the nodes go away
-        for node in nodes.values():
-            node.destroy_node()  # the recorder closes its bag here on any exit path
-        if context.ok():
-            rclpy.shutdown(context=context)
+        graph.close()
     summary["checkpoint"] = validated["policy_value"]["checkpoint_dir"]
-    returns = list(policy.episode_returns) if policy is not None else []
+    returns = list(policy.stats().episode_returns)
     if returns:  # the whole history, restored episodes included
         from bitrl_ros.envs import get_spec
         from bitrl_ros.train import plot_learning_curve
@@ -274,18 +234,18 @@ def run(opts: RunOptions) -> dict:
     return summary
 
 
-def _spin(executor, bridge, policy, opts: RunOptions, recorder=None) -> dict:
+def _spin(graph, opts: RunOptions) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    stop = threading.Event()
-    thread = threading.Thread(target=_spin_executor, args=(executor, stop), name="executor", daemon=True)
+    bridge, policy = graph.nodes["sim_bridge"], graph.nodes["policy_value"]
+    recorder = graph.nodes.get("bag_recorder")
     total = bridge.max_steps or None
     t0 = time.perf_counter()
     deadline = t0 + opts.duration if opts.duration else None
     progress = Progress(TextColumn("[bold]bitrl run"), BarColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), disable=not opts.progress, transient=False)
     interrupted = False
-    thread.start()
+    graph.start()
     try:
         with progress:
             task = progress.add_task("starting", total=total)
@@ -294,50 +254,41 @@ def _spin(executor, bridge, policy, opts: RunOptions, recorder=None) -> dict:
                     break
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
-                if not thread.is_alive():
+                if not graph.spinning:
                     break
-                progress.update(task, completed=bridge.total_steps, description=_progress_line(bridge, policy))
-            progress.update(task, completed=bridge.total_steps, description=_progress_line(bridge, policy))
+                b = bridge.stats()
+                progress.update(task, completed=b.total_steps, description=_progress_line(b, policy.stats()))
+            b = bridge.stats()
+            progress.update(task, completed=b.total_steps, description=_progress_line(b, policy.stats()))
     except KeyboardInterrupt:
         interrupted = True
     if recorder is not None and not interrupted:
         _drain_recorder(recorder, bridge)
-    stop.set()
-    thread.join(5.0)
-    wall_s = time.perf_counter() - (bridge.started_at or t0)
-    if getattr(thread, "error", None) is not None:
-        raise thread.error
+    graph.stop_spinning()
     # Let an update that is running finish and checkpoint before the summary counts updates.
     policy.shutdown()
-    summary = summarize(bridge, policy, wall_s, "")
+    b = bridge.stats()
+    summary = summarize(b, policy.stats(), time.perf_counter() - (b.started_at or t0), "")
     summary["interrupted"] = interrupted
     return summary
 
 
 def _drain_recorder(recorder, bridge, timeout_s: float = 5.0) -> None:
     """Keep spinning until the recorder holds every observation the bridge published (a loaded machine can take
-    well over the usual few ms to deliver the last ones), then a little longer for the messages that follow it."""
+    well over the usual few ms to deliver the last ones), then a little longer for the messages that follow it.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         recorded = sum(n for topic, n in recorder.counts.items() if topic.rsplit("/", 1)[-1] == "observation")
-        if recorded >= bridge.observations_published:
+        if recorded >= bridge.stats().observations_published:
             break
         time.sleep(0.05)
     time.sleep(0.3)  # the action, encoded state and stats that answer the last observation
 
 
-def _spin_executor(executor, stop) -> None:
-    me = threading.current_thread()
-    try:
-        while not stop.is_set() and executor.context.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except Exception as exc:  # re-raised in the main thread
-        me.error = exc
-
-
-def _progress_line(bridge, policy) -> str:
-    returns = policy.episode_returns[-20:] or bridge.episode_returns[-20:]
-    rate = bridge.achieved_rate_hz()
+def _progress_line(bridge: BridgeStats, policy: PolicyStats) -> str:
+    returns = policy.episode_returns[-RETURN_WINDOW:] or bridge.episode_returns[-RETURN_WINDOW:]
+    rate = bridge.achieved_rate_hz
     parts = [f"steps {bridge.total_steps}", f"episodes {bridge.episodes}"]
     if returns:
         parts.append(f"return {np.mean(returns):.1f}")
@@ -357,7 +308,8 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("mode", s["mode"]),
         ("env steps", str(s["steps"])),
         ("episodes", str(s["episodes"])),
-        ("mean return (last 20 episodes)", "-" if s["mean_return"] is None else f"{s['mean_return']:.1f}"),
+        (f"mean return (last {RETURN_WINDOW} episodes)",
+         "-" if s["mean_return"] is None else f"{s['mean_return']:.1f}"),
         ("PPO updates", f"{s['updates']}" + (f" ({s['resumed_updates']} resumed)" if s["resumed_updates"] else "")),
         ("achieved rate", rate),
         ("action period deviation p50 / p99", f"{ms(s['period_dev_ms_p50'])} / {ms(s['period_dev_ms_p99'])}"),
@@ -386,7 +338,8 @@ class ReplayOptions:
 
 def replay(opts: ReplayOptions) -> dict:
     """The agent nodes in evaluation mode (policy_value learn=false, resuming from its checkpoint_dir; no
-    sim_bridge) + bag_replay, in one process. Returns {replayed, messages_per_s, actions_received, ...}."""
+    sim_bridge) + bag_replay, in one process. Returns {replayed, messages_per_s, actions_received, ...}.
+    """
     overrides = dict(opts.overrides)
     overrides["policy_value.learn"] = False
     validated = resolve_params(RunOptions(config=opts.config, overrides=overrides))
@@ -403,49 +356,31 @@ def replay(opts: ReplayOptions) -> dict:
     opts.log(f"bitrl replay: {opts.bag} rate={'stepped' if opts.rate == 0 else opts.rate} env={b['env']} "
              f"checkpoint={validated['policy_value']['checkpoint_dir']} (learn=false)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import rclpy
     import torch
-    from rclpy.signals import SignalHandlerOptions
+
+    from bitrl_ros.nodes.base import InProcessGraph
 
     torch.set_num_threads(1)
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[], signal_handler_options=SignalHandlerOptions.NO)
-    nodes: dict = {}
-    executor = None
+    graph = InProcessGraph(lambda ctx: build_nodes(validated, ctx, opts.namespace, AGENT_NODES + ("bag_replay",)),
+                           "events", signal_handlers=False)
     try:
-        nodes = build_nodes(validated, context, opts.namespace, AGENT_NODES + ("bag_replay",))
-        player, policy = nodes["bag_replay"], nodes["policy_value"]
-        executor = make_executor("events", None, len(nodes), context)
-        for node in nodes.values():
-            executor.add_node(node)
-        stop = threading.Event()
-        thread = threading.Thread(target=_spin_executor, args=(executor, stop), daemon=True)
-        thread.start()
+        player, policy = graph.nodes["bag_replay"], graph.nodes["policy_value"]
         deadline = time.monotonic() + opts.timeout_s if opts.timeout_s else None
         try:
-            while not player.finished.wait(0.1) and thread.is_alive():
+            while not player.finished.wait(0.1) and graph.spinning:
                 if deadline is not None and time.monotonic() > deadline:
                     break
         except KeyboardInterrupt:
             pass
         time.sleep(0.3)  # the last action
-        stop.set()
-        thread.join(5.0)
-        if getattr(thread, "error", None) is not None:
-            raise thread.error
-        summary = {"bag": str(opts.bag), "rate": opts.rate, "replayed": player.replayed,
-                   "messages_per_s": player.messages_per_s(), "actions_received": player.actions_received,
-                   "action_timeouts": player.action_timeouts,
-                   "wall_s": (player.ended_at or time.perf_counter()) - (player.started_at or time.perf_counter()),
-                   "episodes": len(policy.episode_returns), "published": player.published,
+        graph.stop_spinning()
+        r = player.stats()
+        summary = {"bag": str(opts.bag), "rate": opts.rate, "replayed": r.replayed,
+                   "messages_per_s": r.messages_per_s, "actions_received": r.actions_received,
+                   "action_timeouts": r.action_timeouts,
+                   "wall_s": (r.ended_at or time.perf_counter()) - (r.started_at or time.perf_counter()),
+                   "episodes": len(policy.stats().episode_returns), "published": list(r.published),
                    "checkpoint": validated["policy_value"]["checkpoint_dir"]}
     finally:
-        if "policy_value" in nodes:
-            nodes["policy_value"].shutdown()
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        for node in nodes.values():
-            node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+        graph.close()
     return summary

@@ -6,13 +6,13 @@ written and the checkpoint is replaced atomically. The backbone is frozen: featu
 """
 from __future__ import annotations
 
+from collections import deque
 import csv
+from dataclasses import dataclass, field
 import json
+from pathlib import Path
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,13 +21,13 @@ from bitrl_ros.backbone import load_backbone
 from bitrl_ros.config import TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
+from bitrl_ros.rl.evaluation import evaluate_policy, RETURN_WINDOW
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.rl.seeding import seed_everything
 from bitrl_ros.serialize import get_serializer
 
-RETURN_WINDOW = 20
 METRIC_FIELDS = [
     "update", "global_step", "episodes", "mean_return", "steps_per_s", "policy_loss", "value_loss",
     "entropy", "approx_kl", "clip_fraction", "grad_norm", "explained_variance", "cache_hit_rate",
@@ -86,17 +86,17 @@ class Trainer:
         self.envs = make_vec_env(cfg.env, self.ppo_cfg.num_envs, cfg.seed)
         self.continuous = not hasattr(self.envs.single_action_space, "n")
         self.encoder = build_state_encoder(cfg)
-        self.learner = OnlineLearner(
-            self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
-            normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
-            extra_state=self._extra_state, on_update=self._on_update, layout=self.encoder.layout)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.run_dir) / f"{cfg.env}-{cfg.backbone}-s{cfg.seed}-{stamp}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.learner = OnlineLearner(
+            self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
+            normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
+            checkpoint_dir=self.run_dir / "checkpoint", extra_state=self._extra_state, on_update=self._on_update,
+            layout=self.encoder.layout)
         self.global_step = 0
         self.update_idx = 0
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
-        self.learner.checkpoint_dir = self.run_dir / "checkpoint"
         self._metrics_writer = None
         self._bar = None
         self._t_start = time.perf_counter()
@@ -118,7 +118,7 @@ class Trainer:
         }
 
     def _resume(self):
-        extra = self.learner.load(self.run_dir / "checkpoint")
+        extra = self.learner.load(self.run_dir / "checkpoint", restore_global_rngs=True)
         self.global_step = int(extra["global_step"])
         self.update_idx = int(extra["update"])
         self.episode_log = [tuple(e) for e in extra.get("episode_log", [])]
@@ -217,18 +217,8 @@ class Trainer:
 
     def evaluate(self, episodes: int) -> float:
         """Mean return of the deterministic policy over fresh episodes; statistics frozen, nothing learned."""
-        envs = make_vec_env(self.cfg.env, 1, self.cfg.seed + 10_000)
-        obs, _ = envs.reset(seed=self.cfg.seed + 10_000)
-        returns = []
-        while len(returns) < episodes:
-            feats = self.learner.normalize(self.encoder(obs), update=False)
-            actions = self.learner.act(feats, deterministic=True, learn=False)[0]
-            if self.continuous:
-                actions = clip_action(actions, envs.single_action_space)
-            obs, _, _, _, infos = envs.step(actions)
-            returns += [r for _, r, _ in _episode_infos(infos)]
-        envs.close()
-        return float(np.mean(returns))
+        seed = self.cfg.seed + 10_000
+        return evaluate_policy(self.cfg.env, self.encoder, self.learner, episodes, seed).mean_return
 
     def _write_episodes(self):
         with (self.run_dir / "episodes.csv").open("w", newline="") as f:

@@ -1,11 +1,12 @@
 """Helpers for tests that run one node on real DDS (localhost): every node in its own rclpy Context, spun by its
-own executor in a background thread; bounded waits."""
+own executor in a background thread; bounded waits.
+"""
 from __future__ import annotations
 
 import time
 import uuid
 
-from bitrl_ros.nodes.base import Spinner  # noqa: F401  (re-exported for the tests)
+from bitrl_ros.nodes.base import InProcessGraph  # noqa: F401  (re-exported for the tests)
 
 WAIT_S = 15.0
 

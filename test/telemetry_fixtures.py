@@ -1,5 +1,6 @@
 """Fixture file-system trees for the telemetry probes: a Raspberry Pi 4, a Pi 5 and an x86 laptop, built under a
-tmp dir. vcgencmd is a shell script answering the commands the probes send."""
+tmp dir. vcgencmd is a shell script answering the commands the probes send.
+"""
 from __future__ import annotations
 
 import os

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from bitrl_ros.backbone.bitlinear import BitLinear
-from bitrl_ros.backbone.bitnet import (BitNetDecoder, DecoderConfig, apply_rope, bitnet_2b4t_config,
-                                       bitnet_tiny_config, rope_cos_sin)
+from bitrl_ros.backbone.bitnet import (apply_rope, bitnet_2b4t_config, bitnet_tiny_config, BitNetDecoder, DecoderConfig,
+                                       rope_cos_sin)
 
 
 @pytest.fixture(scope="module")

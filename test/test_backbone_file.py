@@ -2,12 +2,12 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file
+import torch
 
 from bitrl_ros.backbone.bert import BertEncoder, EncoderConfig
 from bitrl_ros.backbone.bitlinear import BitLinear
-from bitrl_ros.backbone.bitnet import BitNetDecoder, bitnet_tiny_config
+from bitrl_ros.backbone.bitnet import bitnet_tiny_config, BitNetDecoder
 from bitrl_ros.backbone.model_file import load_model, save_model
 from bitrl_ros.backbone.tokenizer import Tokenizer
 from bitrl_ros.errors import ModelFileError
@@ -23,7 +23,8 @@ def tokenizer_json(tmp_path_factory):
     tok = HFTok(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tok.save(str(path))
     return path

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bitrl_ros.backbone.bitlinear import (BitLinear, absmean_scale, fake_quant_activations, pack_ternary,
+from bitrl_ros.backbone.bitlinear import (absmean_scale, BitLinear, fake_quant_activations, pack_ternary,
                                           quantize_activations, ternarize, unpack_ternary)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bitrl_ros.backbone import Backbone, available_backbones, load_backbone, teacher_dir
+from bitrl_ros.backbone import available_backbones, Backbone, load_backbone, teacher_dir
 from bitrl_ros.backbone.bitlinear import BitLinear
 from bitrl_ros.backbone.teacher import ternarize_ptq
 
@@ -126,5 +126,6 @@ def test_cache_counts_hits(fp):
         registry.CACHE_MAX_BYTES = old
     # capacity 0 disables the cache
     off = Backbone("o", fp.model, fp.tokenizer, cache_size=0)
-    off.encode_tokens(ids[:1]); off.encode_tokens(ids[:1])
+    off.encode_tokens(ids[:1])
+    off.encode_tokens(ids[:1])
     assert off.cache_stats()["hits"] == 0 and off.cache_stats()["size"] == 0

@@ -1,5 +1,6 @@
 """Broken bags give a BagError naming the file; a recorder killed with SIGKILL leaves a bag that
-`reindex` (bitrl bag reindex) makes readable, holding everything flushed before the kill."""
+`reindex` (bitrl bag reindex) makes readable, holding everything flushed before the kill.
+"""
 import os
 import signal
 import subprocess
@@ -10,18 +11,19 @@ import time
 import numpy as np
 import pytest
 
-from bitrl_ros.bag.reader import open_bag, read_observations
+from bitrl_ros.bag.reader import open_bag
 from bitrl_ros.bag.recorder import BagRecorder, make_qos, reindex
+from bitrl_ros.bag.sources import read_observations
 from bitrl_ros.bag.typestore import make_typestore
 from bitrl_ros.errors import BagError
 
 
 def _obs(i):
     ts = make_typestore()
-    T, H, O = (ts.types[n] for n in ("builtin_interfaces/msg/Time", "std_msgs/msg/Header",
-                                     "bitrl_msgs/msg/Observation"))
-    return O(header=H(stamp=T(sec=i, nanosec=0), frame_id="CartPole-v1"), episode=0, step=i,
-             values=np.full(4, i, np.float32), mission="", reward=1.0, terminated=False, truncated=False)
+    T, H, Obs = (ts.types[n] for n in ("builtin_interfaces/msg/Time", "std_msgs/msg/Header",
+                                       "bitrl_msgs/msg/Observation"))
+    return Obs(header=H(stamp=T(sec=i, nanosec=0), frame_id="CartPole-v1"), episode=0, step=i,
+               values=np.full(4, i, np.float32), mission="", reward=1.0, terminated=False, truncated=False)
 
 
 def _write(path, storage, n=200):

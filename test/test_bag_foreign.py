@@ -1,11 +1,12 @@
 """A foreign bag (written with rosbags and standard Kilted types, as another tool would) maps onto observations
-through a YAML topic mapping, and replays through the bag_replay node onto `observation` over real DDS."""
+through a YAML topic mapping, and replays through the bag_replay node onto `observation` over real DDS.
+"""
 import threading
 
 import numpy as np
 import pytest
 
-from bitrl_ros.bag.reader import iter_observations, read_observations
+from bitrl_ros.bag.sources import iter_observations, read_observations
 from bitrl_ros.bag.typestore import make_typestore
 from bitrl_ros.envs import get_spec
 from bitrl_ros.errors import BagError
@@ -135,7 +136,7 @@ def test_foreign_bag_replays_over_dds(foreign):
     from bitrl_msgs.msg import Observation
     from bitrl_ros.nodes.bag_replay import BagReplayNode
     from bitrl_ros.nodes.base import PIPELINE_QOS
-    from ros_harness import Spinner, unique_ns, wait_for
+    from ros_harness import InProcessGraph, unique_ns, wait_for
 
     bag, mapping = foreign
     ns = unique_ns("foreign")
@@ -154,9 +155,9 @@ def test_foreign_bag_replays_over_dds(foreign):
 
     params = [Parameter("bag", value=str(bag)), Parameter("mapping", value=str(mapping)),
               Parameter("rate", value=100.0), Parameter("publish_clock", value=False)]
-    watcher = Spinner(watch)
+    watcher = InProcessGraph(watch)
     try:
-        player = Spinner(lambda ctx: BagReplayNode(context=ctx, namespace=ns, parameter_overrides=params))
+        player = InProcessGraph(lambda ctx: BagReplayNode(context=ctx, namespace=ns, parameter_overrides=params))
         try:
             assert player.node.finished.wait(15.0), "replay did not finish"
             assert wait_for(lambda: len(seen) >= N - IMU_FROM, timeout=5.0)

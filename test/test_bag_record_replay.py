@@ -1,13 +1,15 @@
 """Record a live `bitrl run` (real DDS) with --record, read the bag back, replay it stepped into the agent in
-evaluation mode and check that the published observation sequence is the recorded one."""
+evaluation mode and check that the published observation sequence is the recorded one.
+"""
 import threading
 
 import numpy as np
 import pytest
 
-from bitrl_ros.bag.reader import open_bag, read_actions, read_observations
-from bitrl_ros.runner import ReplayOptions, RunOptions, replay, run
-from ros_harness import Spinner, unique_ns
+from bitrl_ros.bag.reader import open_bag, read_actions
+from bitrl_ros.bag.sources import read_observations
+from bitrl_ros.runner import replay, ReplayOptions, run, RunOptions
+from ros_harness import InProcessGraph, unique_ns
 
 TOPICS = ("observation", "serialized_state", "encoded_state", "action", "training_stats", "diagnostics")
 
@@ -25,7 +27,8 @@ def _record(tmp_path, storage, steps=300):
 
 def _expected_observations(obs, summary) -> int:
     """One observation per env step plus one per reset: the first one and one after each finished episode, except
-    when the last step ends an episode (the bridge stops there without resetting)."""
+    when the last step ends an episode (the bridge stops there without resetting).
+    """
     ends_on_episode_end = obs[-1].terminated or obs[-1].truncated
     return summary["steps"] + summary["episodes"] + (0 if ends_on_episode_end else 1)
 
@@ -66,7 +69,7 @@ def test_record_then_replay_stepped(tmp_path):
         node.create_subscription(Observation, "observation", cb, qos)
         return node
 
-    watcher = Spinner(build)
+    watcher = InProcessGraph(build)
     try:
         s = replay(ReplayOptions(bag=bag, rate=0.0, namespace=rns, log=lambda x: None, timeout_s=120,
                                  overrides={"backbone": "mlp", "bag_replay.min_subscribers": 4,  # + the watcher

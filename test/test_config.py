@@ -7,7 +7,7 @@ from bitrl_ros.errors import ConfigError
 def test_default_config_loads_with_design_hyperparameters():
     cfg = load_train_config(DEFAULT_CONFIG)
     assert cfg.env == "CartPole-v1"
-    assert cfg.ppo["clip_coef"] == 0.1 and cfg.ppo["ent_coef"] == 0.05
+    assert cfg.ppo["clip_coef"] == 0.1 and cfg.ppo["ent_coef"] == 0.01
     assert cfg.ppo["num_envs"] * cfg.ppo["num_steps"] == 2048
 
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-import torch
-from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+import torch
 
 from bitrl_ros.backbone import BertEncoder, EncoderConfig, load_backbone, load_model, save_model
 from bitrl_ros.backbone.corpus import build_corpus, is_heldout, label_group
@@ -59,7 +59,7 @@ def test_corpus_deterministic_disjoint_and_complete(corpus, tmp_path):
         for fmt in FORMATS:
             assert meta["counts"].get(f"state/{fmt}/{env_id}", 0) > 0, (env_id, fmt)
     assert meta["counts"]["mission"] > 0 and meta["counts"]["general"] > 0
-    assert set(label_group(x) for x in meta["heldout_labels"]) <= set(FORMATS) | {"mission", "general"}
+    assert {label_group(x) for x in meta["heldout_labels"]} <= set(FORMATS) | {"mission", "general"}
     cache = json.loads(open(meta["cache"]).read())  # plain JSON cache
     assert len(cache["texts"]) == len(train) + len(held)
     _, _, meta3 = build_corpus(N_STATES, seed=4, cache_dir=None)
@@ -77,8 +77,9 @@ def test_student_starts_as_ptq_and_trains():
 
 def test_distill_loss_decreases_resume_and_saved_model(corpus, tiny, tmp_path):
     teacher, tok_path = tiny
-    kw = dict(batch_size=8, lr=3e-3, seed=0, progress=False, teacher=teacher, tokenizer_path=tok_path,
-              corpus=corpus, max_tokens=48, warmup=2, eval_every=5, ckpt_every=10, log=lambda *_: None)
+    kw = {"batch_size": 8, "lr": 3e-3, "seed": 0, "progress": False, "teacher": teacher, "tokenizer_path": tok_path,
+          "corpus": corpus, "max_tokens": 48, "warmup": 2, "eval_every": 5, "ckpt_every": 10,
+          "log": lambda *_: None}
     rep = distill(tmp_path / "a", steps=20, resume=False, **kw)
     losses = [h["loss"] for h in rep["history"]]
     assert len(losses) == 20

@@ -1,5 +1,6 @@
 """HF BitNet b1.58 importers: tiny checkpoints in the 2B4T layouts (packed and bf16), checked against an
-independent plain-torch implementation of the 2B4T block; fetch-model's offline failure path."""
+independent plain-torch implementation of the 2B4T block; fetch-model's offline failure path.
+"""
 
 import json
 import math
@@ -7,15 +8,15 @@ import time
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
+from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer as HFTokenizer
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from bitrl_ros import cli
 from bitrl_ros.backbone.bitlinear import BitLinear
-from bitrl_ros.backbone.engines.native import NativeEncoder, native_available
+from bitrl_ros.backbone.engines.native import native_available, NativeEncoder
 from bitrl_ros.backbone.importers import import_hf_bitnet
 from bitrl_ros.backbone.model_file import load_model, save_model
 from bitrl_ros.errors import ModelFileError

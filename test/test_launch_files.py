@@ -1,10 +1,12 @@
 """The launch files, checked statically (`launch`/`launch_ros` are not installable here): every executable they
 start is a console_scripts entry point of setup.py whose module:function imports, every package is bitrl_ros,
-every parameter file and included launch file exists and is installed by setup.py's data_files."""
+every parameter file and included launch file exists and is installed by setup.py's data_files.
+"""
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -77,7 +79,8 @@ def _module_constants(tree) -> dict:
 
 def _resolve(expr, consts):
     """The possible string values of a Node(...) keyword: a constant, a module constant, or a loop variable over
-    a module-level tuple (as agent.launch.py does for its four nodes)."""
+    a module-level tuple (as agent.launch.py does for its four nodes).
+    """
     if isinstance(expr, ast.Constant):
         return [expr.value]
     if isinstance(expr, ast.Name) and isinstance(consts.get(expr.id), str):
@@ -138,6 +141,10 @@ def test_every_launch_file_and_config_is_installed(installed):
 
 
 def test_node_entry_points_import(entry_points):
-    for exe in ("sim_bridge", "state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor"):
+    for exe in ("sim_bridge", "state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor",
+                "bag_recorder", "bag_replay"):
         module, _, func = entry_points[exe].partition(":")
-        assert callable(getattr(importlib.import_module(module), func))
+        # Each executable is its node module's main(), the function that builds and spins that node.
+        assert module == f"bitrl_ros.nodes.{exe}" and func == "main", entry_points[exe]
+        main = getattr(importlib.import_module(module), func)
+        assert callable(main) and list(inspect.signature(main).parameters) == ["args"], entry_points[exe]

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitrl_ros.telemetry import LatencyJoin, RateWindow, SampleWindow, percentile, read_memory_mb
+from bitrl_ros.telemetry import LatencyJoin, percentile, RateWindow, read_memory_mb, SampleWindow
 
 
 def test_percentile_matches_numpy_and_empty_is_nan():

@@ -43,8 +43,8 @@ EXPECTED_FIELDS = {
     },
     TrainingStats: {
         "header": "std_msgs/Header", "update": "uint32", "global_step": "uint64", "episodes": "uint32",
-        **{k: "float" for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm",
-                                "explained_variance", "mean_return", "steps_per_second", "update_ms")},
+        **dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm",
+                         "explained_variance", "mean_return", "steps_per_second", "update_ms"), "float"),
     },
     ResetEpisode.Request: {"seed": "uint32", "use_seed": "boolean"},
     ResetEpisode.Response: {"success": "boolean", "message": "string", "episode": "uint32"},

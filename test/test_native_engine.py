@@ -6,9 +6,9 @@ import torch
 
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.backbone.bitlinear import BitLinear
-from bitrl_ros.backbone.bitnet import BitNetDecoder, bitnet_tiny_config
-from bitrl_ros.backbone.engines import TorchEngine, is_ternary, make_engine
-from bitrl_ros.backbone.engines.native import NativeEncoder, NativeEngineError, native_available
+from bitrl_ros.backbone.bitnet import bitnet_tiny_config, BitNetDecoder
+from bitrl_ros.backbone.engines import is_ternary, make_engine, TorchEngine
+from bitrl_ros.backbone.engines.native import native_available, NativeEncoder, NativeEngineError
 
 AVAILABLE, REASON = native_available()
 needs_native = pytest.mark.skipif(not AVAILABLE, reason=f"native engine not built: {REASON}")
@@ -44,9 +44,23 @@ def tiny_decoder(seed: int = 0) -> BitNetDecoder:
     return model.eval()
 
 
-def test_native_available_reports_a_reason():
+def test_native_available_agrees_with_the_build():
+    """`make setup` builds the extension and records the outcome; native_available must say the same."""
+    import re
+    from pathlib import Path
+
+    import bitrl_ros.backbone.engines.native as native
+
     ok, reason = native_available()
-    assert isinstance(ok, bool) and isinstance(reason, str) and reason
+    status_file = Path(native.__file__).with_name("_native_build_status.txt")
+    status = status_file.read_text().strip() if status_file.is_file() else ""
+    if status == "ok":
+        assert ok, f"the build says ok but the engine is unavailable: {reason}"
+    if ok:
+        assert re.fullmatch(r"ok: kernels (scalar|avx2|avx512vnni|neon)", reason), reason
+    else:
+        assert status == "" or status in reason, (status, reason)  # the recorded build failure is shown
+        assert "not built" in reason or "cannot be imported" in reason, reason
 
 
 @needs_native

@@ -1,14 +1,15 @@
 """The native engine's ternary kernels: the C++ self-test compiled with the system g++ (every x86 path this CPU
 runs, bit-exact against scalar), and the Python bindings (bit-exact against numpy / bitlinear) once the extension
-module is built. ARM NEON is covered by `make test-arm` (cross-compiled, run under qemu-aarch64)."""
+module is built. ARM NEON is covered by `make test-arm` (cross-compiled, run under qemu-aarch64).
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 """diagnostics_monitor alone on real DDS (localhost): a test node plays a ~40 Hz control loop (observation, then
-the action for the same (episode, step)) and the monitor's /diagnostics must describe it."""
+the action for the same (episode, step)) and the monitor's /diagnostics must describe it.
+"""
 from __future__ import annotations
 
 import time
@@ -8,16 +9,16 @@ import uuid
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from bitrl_msgs.msg import Action, EncodedState, Observation  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402, I100 - after the importorskip above
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_harness import Spinner, unique_ns, wait_for  # noqa: E402
-from telemetry_fixtures import pi4_tree, set_energy, thermal_zone, x86_tree  # noqa: E402
 
+from bitrl_msgs.msg import Action, EncodedState, Observation  # noqa: E402
 from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS  # noqa: E402
-from bitrl_ros.nodes.convert import ERROR, OK, STALE, WARN, status_level  # noqa: E402
+from bitrl_ros.nodes.convert import ERROR, OK, STALE, status_level, WARN  # noqa: E402
 from bitrl_ros.nodes.diagnostics_monitor import DiagnosticsMonitorNode  # noqa: E402
+from ros_harness import InProcessGraph, unique_ns, wait_for  # noqa: E402
+from telemetry_fixtures import pi4_tree, set_energy, thermal_zone, x86_tree  # noqa: E402
 
 NAMES = {"bitrl: control loop", "bitrl: latency", "bitrl: memory", "bitrl: learner", "bitrl: safety",
          "bitrl: temperature", "bitrl: power", "bitrl: throttling", "bitrl: cpu"}
@@ -55,8 +56,8 @@ def test_monitor_reports_a_40hz_loop():
     ns, hw = unique_ns("diag"), f"test-{uuid.uuid4().hex[:6]}"
     params = [Parameter("publish_rate_hz", value=4.0), Parameter("hardware_id", value=hw),
               Parameter("stale_after_s", value=1.5)]
-    monitor = Spinner(lambda ctx: DiagnosticsMonitorNode(context=ctx, namespace=ns, parameter_overrides=params))
-    player = Spinner(lambda ctx: LoopPlayer(ns, hw, context=ctx))
+    monitor = InProcessGraph(lambda ctx: DiagnosticsMonitorNode(context=ctx, namespace=ns, parameter_overrides=params))
+    player = InProcessGraph(lambda ctx: LoopPlayer(ns, hw, context=ctx))
     try:
         p = player.node
         assert wait_for(p.matched) and wait_for(lambda: len(p.arrays) >= 1)
@@ -124,7 +125,7 @@ def _monitor_with_root(ns, hw, root, **extra):
     params = [Parameter("publish_rate_hz", value=5.0), Parameter("hardware_id", value=hw),
               Parameter("telemetry_root", value=str(root)), Parameter("vcgencmd_interval_s", value=0.5)]
     params += [Parameter(k, value=v) for k, v in extra.items()]
-    return Spinner(lambda ctx: DiagnosticsMonitorNode(context=ctx, namespace=ns, parameter_overrides=params))
+    return InProcessGraph(lambda ctx: DiagnosticsMonitorNode(context=ctx, namespace=ns, parameter_overrides=params))
 
 
 @pytest.mark.slow
@@ -132,7 +133,7 @@ def test_pi4_fixture_temperature_throttling_and_estimate_on_the_topic(tmp_path):
     root = pi4_tree(tmp_path, temp_millic=75000, throttled="0x50005")
     ns, hw = unique_ns("diagpi"), f"test-{uuid.uuid4().hex[:6]}"
     monitor = _monitor_with_root(ns, hw, root)
-    player = Spinner(lambda ctx: LoopPlayer(ns, hw, context=ctx))
+    player = InProcessGraph(lambda ctx: LoopPlayer(ns, hw, context=ctx))
     try:
         p = player.node
         assert wait_for(lambda: len(p.arrays) >= 1)
@@ -181,7 +182,7 @@ def test_x86_fixture_measured_energy_per_episode(tmp_path):
     root = x86_tree(tmp_path, energy_uj=0)
     ns, hw = unique_ns("diagx86"), f"test-{uuid.uuid4().hex[:6]}"
     monitor = _monitor_with_root(ns, hw, root)
-    player = Spinner(lambda ctx: LoopPlayer(ns, hw, context=ctx))
+    player = InProcessGraph(lambda ctx: LoopPlayer(ns, hw, context=ctx))
     try:
         p, m = player.node, monitor.node
         assert wait_for(p.matched)

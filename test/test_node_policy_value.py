@@ -1,7 +1,7 @@
 """policy_value over real rclpy + DDS (localhost): a driver node plays bridge + encoder, publishing Observation and
-EncodedState pairs, and listens to action, training_stats and /diagnostics."""
+EncodedState pairs, and listens to action, training_stats and /diagnostics.
+"""
 import json
-import threading
 import time
 
 import numpy as np
@@ -13,16 +13,15 @@ try:
 except ImportError as exc:
     raise ImportError(f"bitrl_msgs is not built into this environment ({exc}): run scripts/build_msgs.sh") from exc
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: I100 - after the bitrl_msgs check above
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from bitrl_ros.envs import make_env
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS
-from bitrl_ros.nodes.convert import ERROR, OK, WARN, status_level
+from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, InProcessGraph, PIPELINE_QOS, STATS_QOS
+from bitrl_ros.nodes.convert import ERROR, OK, status_level, WARN
 from bitrl_ros.nodes.policy_value import PolicyValueNode
 
 SMALL_PPO = {"ppo.num_steps": 64, "ppo.minibatch_size": 32, "ppo.update_epochs": 2}
@@ -39,36 +38,30 @@ def wait_for(pred, timeout=WAIT_S, what="condition"):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _spin(node, context):
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    return executor, thread
-
-
 class Harness:
     """policy_value and a driver node, each with its own rclpy Context and executor thread."""
 
     def __init__(self, namespace, params):
         self.ns = namespace
-        self.node_ctx, self.drv_ctx = rclpy.Context(), rclpy.Context()
-        rclpy.init(context=self.node_ctx)
-        rclpy.init(context=self.drv_ctx)
         # The driver publishes 8-d pooled "embeddings" (see send): the mean readout, unless a test says otherwise.
         overrides = [Parameter(k, value=v) for k, v in {"readout": "mean", **params}.items()]
-        self.node = PolicyValueNode(context=self.node_ctx, namespace=namespace, parameter_overrides=overrides)
-        self.drv = Node("driver", namespace=namespace, context=self.drv_ctx)
+        self.actions, self.stats, self.statuses = [], [], []
+        self._node_graph = InProcessGraph(
+            lambda ctx: PolicyValueNode(context=ctx, namespace=namespace, parameter_overrides=overrides))
+        self.node = self._node_graph.node
+        self._driver_graph = InProcessGraph(self._build_driver)
+        wait_for(lambda: self.obs_pub.get_subscription_count() >= 1 and self.enc_pub.get_subscription_count() >= 1
+                 and self.node.action_pub.get_subscription_count() >= 1, what="discovery")
+
+    def _build_driver(self, ctx):
+        self.drv = Node("driver", namespace=self.ns, context=ctx)
         self.obs_pub = self.drv.create_publisher(Observation, "observation", PIPELINE_QOS)
         self.enc_pub = self.drv.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
-        self.actions, self.stats, self.statuses = [], [], []
         self.drv.create_subscription(Action, "action", self.actions.append, PIPELINE_QOS)
         self.drv.create_subscription(TrainingStats, "training_stats", self.stats.append, STATS_QOS)
         self.drv.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
         self.save_client = self.drv.create_client(SaveCheckpoint, "save_checkpoint")
-        self._spins = [_spin(self.node, self.node_ctx), _spin(self.drv, self.drv_ctx)]
-        wait_for(lambda: self.obs_pub.get_subscription_count() >= 1 and self.enc_pub.get_subscription_count() >= 1
-                 and self.node.action_pub.get_subscription_count() >= 1, what="discovery")
+        return self.drv
 
     def _on_diag(self, msg):
         self.statuses += [s for s in msg.status if s.name.startswith("policy_value:")]
@@ -95,14 +88,8 @@ class Harness:
         return find()
 
     def close(self):
-        self.node.shutdown()
-        for (executor, thread), ctx in zip(self._spins, (self.node_ctx, self.drv_ctx)):
-            executor.shutdown(timeout_sec=2.0)
-            thread.join(2.0)
-        self.node.destroy_node()
-        self.drv.destroy_node()
-        self.node_ctx.shutdown()
-        self.drv_ctx.shutdown()
+        self._node_graph.close()  # policy_value.shutdown() first: a running update finishes its checkpoint
+        self._driver_graph.close()
 
 
 @pytest.fixture
@@ -121,7 +108,8 @@ def harness():
 
 def run_cartpole(h, transitions, stop=lambda: False):
     """Drive CartPole in lockstep through the node: step k waits for the action of step k. Returns (terminal
-    keys, last key sent)."""
+    keys, last key sent).
+    """
     env = make_env("CartPole-v1", seed=1)
     obs, _ = env.reset(seed=1)
     episode, step, reward, terminals = 0, 0, 0.0, []
@@ -268,12 +256,14 @@ def test_evaluation_mode_is_greedy_and_learns_nothing(harness, tmp_path):
     picked = {(a.discrete, round(a.value, 5)) for a in h.actions}
     assert len(picked) == 1, "the same state always gets the same (greedy) action and value"
     learner = h.node.learner
-    assert learner.buffer.step == 0 and learner.feature_norm.rms.count == 0 and learner._pending is None
+    assert learner.buffer.step == 0 and learner.feature_norm.rms.count == 0
+    with pytest.raises(RuntimeError, match="without a preceding act"):  # greedy actions are never remembered
+        learner.record([1.0], [False], [False])
     assert h.node.global_step == 5 and not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.parametrize("name, value, expect", [
-    ("ppo.clip_coef", 5.0, ["'ppo.clip_coef'", "5.0", "[1e-06, 1]"]),
+    ("ppo.clip_coef", 5.0, ["'ppo.clip_coef'", "5.0", "float in (0, 1)"]),
     ("safe_action", "brake", ["'safe_action'", "'brake'", "zero | hold"]),
     ("ppo.minibatch_size", 4096, ["minibatch_size", "4096"]),
 ])

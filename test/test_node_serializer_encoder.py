@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from bitrl_msgs.msg import EncodedState, Observation, SerializedState  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_harness import Spinner, unique_ns, wait_for  # noqa: E402
 
+from bitrl_msgs.msg import EncodedState, Observation, SerializedState  # noqa: E402
 from bitrl_ros.backbone import load_backbone, load_tokenizer  # noqa: E402
 from bitrl_ros.errors import ConfigError  # noqa: E402
 from bitrl_ros.nodes.base import PIPELINE_QOS  # noqa: E402
 from bitrl_ros.nodes.state_serializer import StateSerializerNode  # noqa: E402
 from bitrl_ros.nodes.ternary_encoder import TernaryEncoderNode  # noqa: E402
 from bitrl_ros.serialize import get_serializer  # noqa: E402
+from ros_harness import InProcessGraph, unique_ns, wait_for  # noqa: E402
 
 BACKBONE = "minilm-ternary-ptq"
 
@@ -47,13 +47,14 @@ def _obs(values, episode=0, step=0, **kw):
 
 def _input_matched(node: Node, topic: str) -> bool:
     """The node's own subscription on ``topic`` has matched a publisher: without it a reader on a loaded machine
-    can still drop the first message of a writer that has already matched it."""
+    can still drop the first message of a writer that has already matched it.
+    """
     return any(s.get_publisher_count() >= 1 for s in node.subscriptions if s.topic_name.rsplit("/", 1)[-1] == topic)
 
 
 def _pair(node_cls, ns, overrides, probe_args):
-    under_test = Spinner(lambda ctx: node_cls(context=ctx, namespace=ns, parameter_overrides=overrides))
-    probe = Spinner(lambda ctx: Probe(ns, *probe_args, context=ctx))
+    under_test = InProcessGraph(lambda ctx: node_cls(context=ctx, namespace=ns, parameter_overrides=overrides))
+    probe = InProcessGraph(lambda ctx: Probe(ns, *probe_args, context=ctx))
     if not wait_for(lambda: probe.node.matched() and _input_matched(under_test.node, probe_args[1])):
         probe.close()
         under_test.close()

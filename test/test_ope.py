@@ -1,6 +1,7 @@
 """Offline policy evaluation (bitrl_ros.bag.ope, `bitrl eval-bag`): the estimators on hand-made data, and the
 issue's check on a bag written with rosbags from a real CartPole rollout of a real PPO checkpoint: evaluating
-the behaviour policy itself gives importance ratios of 1, so PDIS and WPDIS recover the recorded return."""
+the behaviour policy itself gives importance ratios of 1, so PDIS and WPDIS recover the recorded return.
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from bitrl_ros.bag.ope import (bootstrap_ci, discounted_returns, evaluate_bag, pdis, pdis_per_episode, wpdis)
+from bitrl_ros.bag.estimators import bootstrap_ci, discounted_returns, pdis, pdis_per_episode, wpdis
+from bitrl_ros.bag.ope import evaluate_bag
 from bitrl_ros.errors import BagError, CheckpointError
 
 ENV = "CartPole-v1"
@@ -86,7 +88,8 @@ def train_checkpoint(path, steps: int = 3072, seed: int = 0):
 def write_rollout_bag(bag_path, checkpoint, steps: int = 1500, seed: int = 123, storage: str = "mcap"):
     """Act stochastically with the checkpoint's policy (frozen normalization, no learning, like policy_value with
     a behaviour policy) and record observation / encoded_state / action per step as the graph publishes them.
-    Returns the per-episode undiscounted and discounted returns of the finished episodes."""
+    Returns the per-episode undiscounted and discounted returns of the finished episodes.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from bitrl_ros.bag.typestore import make_typestore
@@ -197,6 +200,54 @@ def test_cli_writes_table_json_and_plot(rollout, tmp_path, capsys):
     data = json.loads((tmp_path / "out" / "ope.json").read_text())
     assert data["ope"]["pdis"] == pytest.approx(data["ope"]["behaviour_discounted_return"], rel=1e-5)
     assert (tmp_path / "out" / "ope.png").stat().st_size > 10_000
+
+
+def test_eval_bag_opens_the_bag_once(rollout, monkeypatch):
+    from bitrl_ros.bag import reader
+
+    d, ckpt, _ = rollout
+    opened, init = [], reader.Bag.__init__
+
+    def counting_init(self, path, typestore=None):
+        opened.append(str(path))
+        init(self, path, typestore)
+
+    monkeypatch.setattr(reader.Bag, "__init__", counting_init)
+    report = evaluate_bag(d / "bag", ckpt, gamma=GAMMA, bootstrap=10)
+    assert opened == [str(d / "bag")]
+    assert report["counts"]["decisions"] > 0
+
+
+def test_evaluated_policy_leaves_the_global_rngs_alone(rollout):
+    import random
+
+    import torch
+
+    from bitrl_ros.bag.policy import EvaluatedPolicy
+    from bitrl_ros.rl.checkpoint import load_checkpoint
+
+    _, ckpt, _ = rollout
+    np.random.seed(11)
+    random.seed(11)
+    torch.manual_seed(11)
+
+    def global_states():
+        return np.random.get_state(), random.getstate(), torch.random.get_rng_state()
+
+    def same(a, b) -> bool:
+        (np_a, py_a, torch_a), (np_b, py_b, torch_b) = a, b
+        return (np_a[0] == np_b[0] and np.array_equal(np_a[1], np_b[1]) and tuple(np_a[2:]) == tuple(np_b[2:])
+                and py_a == py_b and torch.equal(torch_a, torch_b))
+
+    before = global_states()
+    policy = EvaluatedPolicy(ckpt)  # nothing is drawn from the global generators between the two reads
+    assert same(before, global_states())
+    # the check can fail: restoring the training run's generators (as `bitrl train --resume` does) changes them
+    load_checkpoint(ckpt, policy.ppo, restore_global_rngs=True)
+    after_restore = global_states()
+    assert not same(before, after_restore)
+    assert not np.array_equal(before[0][1], after_restore[0][1]) and before[1] != after_restore[1]
+    assert not torch.equal(before[2], after_restore[2])
 
 
 # -- (3) another policy: ratios differ from 1, estimates stay finite -------------------------------------------------

@@ -1,7 +1,7 @@
 import pytest
 
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.params import SCHEMAS, read_ros_params, validate_params
+from bitrl_ros.params import read_ros_params, SCHEMAS, validate_params
 
 
 def test_shipped_agent_yaml_is_valid_for_every_node():
@@ -16,9 +16,9 @@ def test_shipped_agent_yaml_is_valid_for_every_node():
 @pytest.mark.parametrize("node,name,value,allowed", [
     ("policy_value", "control_rate_hz", 0.0, "float in [1, 1000]"),
     ("policy_value", "safe_action", "brake", "zero | hold"),
-    ("policy_value", "ppo.gamma", 2.0, "float in [0, 1]"),
+    ("policy_value", "ppo.gamma", 2.0, "float in (0, 1]"),
     ("sim_bridge", "mode", "async", "lockstep | realtime"),
-    ("ternary_encoder", "cache_size", -1, "int in [0, 1e+07]"),
+    ("ternary_encoder", "cache_size", -1, "int in [0, 10000000]"),
     ("state_serializer", "max_tokens", "many", "int in [4, 512]"),
 ])
 def test_invalid_values_name_node_parameter_value_and_range(node, name, value, allowed):

@@ -1,5 +1,6 @@
 """Per-field readouts: token-to-field alignment, readout shapes, native vs torch token states, the feature layout
-record in checkpoints, fitted field scales."""
+record in checkpoints, fitted field scales.
+"""
 import json
 
 import gymnasium as gym
@@ -11,11 +12,11 @@ from bitrl_ros.backbone.engines import TorchEngine
 from bitrl_ros.backbone.engines.native import native_available
 from bitrl_ros.envs import get_spec, list_envs
 from bitrl_ros.errors import CheckpointError
-from bitrl_ros.features import READOUTS, FeatureLayout, StateEncoder, TextStage
+from bitrl_ros.features import FeatureLayout, READOUTS, StateEncoder, TextStage
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
-from bitrl_ros.serialize import FORMATS, NUMBER_SCHEMES, Serializer, get_serializer, rollout_states
-from bitrl_ros.serialize.field_scales import SCALES_FILE, fit_field_scales, load_field_scales
+from bitrl_ros.serialize import FORMATS, get_serializer, NUMBER_SCHEMES, rollout_states, Serializer
+from bitrl_ros.serialize.field_scales import fit_field_scales, load_field_scales, SCALES_FILE
 
 BACKBONE = "minilm-bitnet-distilled"
 SCHEME_FORMATS = [(f, n) for f in FORMATS for n in NUMBER_SCHEMES]
@@ -205,7 +206,8 @@ def test_trainable_readout_is_small_and_a_hybrid_starts_as_the_raw_mlp():
 
 def test_offline_evaluation_builds_features_from_the_recorded_layout(tmp_path, distilled):
     """eval-bag: recorded per-field embeddings and recomputed ones give the same features, as the layout says."""
-    from bitrl_ros.bag.ope import Decision, Episode, EvaluatedPolicy, build_features
+    from bitrl_ros.bag.episodes import Decision, Episode
+    from bitrl_ros.bag.policy import EvaluatedPolicy, build_features
 
     spec = get_spec("CartPole-v1")
     enc = StateEncoder(spec, get_serializer("CartPole-v1", numbers="scaled"), distilled, "fields_proj", True)

@@ -31,6 +31,19 @@ def make_ppo(seed=0, feature_dim=FEATURES, space=None):
     return PPO(feature_dim, space or gym.spaces.Box(-1, 1, (2,)), CFG, seed=seed)
 
 
+def _heads(ppo) -> dict:
+    return {**{f"policy.{k}": v for k, v in ppo.policy.state_dict().items()},
+            **{f"value.{k}": v for k, v in ppo.value_head.state_dict().items()}}
+
+
+def _optimizer_tensors(ppo) -> dict:
+    out = {}
+    for name, opt in (("policy", ppo.policy_optimizer), ("value", ppo.value_optimizer)):
+        for index, state in opt.state_dict()["state"].items():
+            out.update({f"{name}.{index}.{k}": v for k, v in state.items() if torch.is_tensor(v)})
+    return out
+
+
 @pytest.fixture
 def saved(tmp_path):
     ppo = make_ppo()
@@ -54,9 +67,9 @@ def test_resume_is_bit_identical(saved):
     stats_a = original.update(fixed_buffer(original, 2), np.ones(2))
     stats_b = restored.update(fixed_buffer(restored, 2), np.ones(2))
     assert stats_a == stats_b
-    for key, a in ckpt._heads_tensors(original).items():
-        assert torch.equal(a, ckpt._heads_tensors(restored)[key]), key
-    opt_a, opt_b = ckpt._optim_tensors(original), ckpt._optim_tensors(restored)
+    heads_a, heads_b = _heads(original), _heads(restored)
+    assert heads_a.keys() == heads_b.keys() and all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+    opt_a, opt_b = _optimizer_tensors(original), _optimizer_tensors(restored)
     assert opt_a.keys() == opt_b.keys() and all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
     assert torch.equal(original.shuffle_generator.get_state(), restored.shuffle_generator.get_state())
     assert original.num_updates == restored.num_updates == 2
@@ -95,11 +108,11 @@ def test_corrupt_or_missing_files_raise_checkpoint_error(saved, name, damage, pr
     _, path, _ = saved
     damage(path / name)
     fresh = make_ppo(seed=5)
-    before = {k: v.clone() for k, v in ckpt._heads_tensors(fresh).items()}
+    before = {k: v.clone() for k, v in _heads(fresh).items()}
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, fresh)
     assert name in str(err.value) and problem in str(err.value)
-    assert all(torch.equal(before[k], v) for k, v in ckpt._heads_tensors(fresh).items())  # untouched
+    assert all(torch.equal(before[k], v) for k, v in _heads(fresh).items())  # untouched
 
 
 def test_mismatched_agent_raises_checkpoint_error(saved):
@@ -118,3 +131,24 @@ def test_state_json_is_plain_json_with_descriptive_fields(saved):
     assert state["format_version"] == 1 and state["feature_dim"] == FEATURES
     assert state["action_space"]["type"] == "Box" and state["config"]["clip_coef"] == 0.1
     assert all(isinstance(x, int) for x in state["rng"]["shuffle_generator"])
+
+
+def _global_rng_states():
+    import random
+
+    return torch.random.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def test_loading_leaves_the_process_generators_alone_unless_asked(saved):
+    import random
+
+    _, path, _ = saved
+    torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)
+    before = _global_rng_states()
+    load_checkpoint(path, make_ppo(seed=7))
+    after = _global_rng_states()
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    # The training run's own process (bitrl train --resume) asks for its generators back.
+    load_checkpoint(path, make_ppo(seed=7), restore_global_rngs=True)
+    restored = _global_rng_states()
+    assert not torch.equal(before[0], restored[0]) and not np.array_equal(before[1], restored[1])

@@ -1,4 +1,6 @@
 """OnlineLearner: the synchronous path `bitrl train` uses and the background path the policy_value node uses."""
+import time
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -45,7 +47,10 @@ def test_actor_keeps_old_weights_until_the_update_finishes():
     _bandit_stream(bg, 128)
     x = bg.normalize(np.zeros((1, 4), dtype=np.float32))
     assert bg.update_if_ready(x)
-    bg._worker.join()  # the update is done, but the actor only swaps at its next act()
+    deadline = time.monotonic() + 30
+    while bg.updating and time.monotonic() < deadline:  # the update finishes; the actor swaps at its next act()
+        time.sleep(0.01)
+    assert not bg.updating
     assert all(torch.equal(a, b) for a, b in zip(before, bg.actor.policy.parameters()))
     bg.act(x)
     assert bg.policy_version == 1
@@ -75,3 +80,32 @@ def test_learner_learns_the_bandit():
     x = learner.normalize(np.array([[2.0, 0, 0, 0], [-2.0, 0, 0, 0]], dtype=np.float32), update=False)
     actions, _, _ = learner.act(x, deterministic=True, learn=False)
     assert list(actions) == [1, 0]
+
+
+def test_record_refuses_a_full_rollout_instead_of_dropping_it():
+    import pytest
+
+    learner = OnlineLearner(4, SPACE, PPOConfig(num_envs=1, num_steps=8, minibatch_size=8), seed=0)
+    x = np.zeros((1, 4), dtype=np.float32)
+    for _ in range(8):
+        learner.act(x)
+        learner.record([0.0], [False], [False])
+    learner.act(x)  # the protocol says update_if_ready() comes first; skipping it must not lose the rollout
+    with pytest.raises(RuntimeError, match="full rollout"):
+        learner.record([0.0], [False], [False])
+    assert learner.buffer.full and learner.rollouts_dropped == 0
+    assert learner.update_if_ready(x) and learner.ppo.num_updates == 1
+
+
+def test_evaluate_policy_runs_greedy_episodes_without_learning():
+    from bitrl_ros.rl.evaluation import evaluate_policy
+
+    env = gym.make("CartPole-v1")
+    learner = OnlineLearner(4, env.action_space, _config(), seed=0)
+    env.close()
+    mean_before = learner.feature_norm.rms.mean.copy()
+    a = evaluate_policy("CartPole-v1", lambda obs: obs, learner, 3, seed=5)
+    b = evaluate_policy("CartPole-v1", lambda obs: obs, learner, 3, seed=5)
+    assert len(a.returns) == 3 and a.returns == b.returns and a.lengths == b.lengths  # deterministic
+    assert a.returns == [float(n) for n in a.lengths]  # CartPole pays 1 per step
+    assert np.array_equal(learner.feature_norm.rms.mean, mean_before) and learner.buffer.step == 0

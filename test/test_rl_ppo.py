@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.rl.heads import PolicyHead, ValueHead, clip_action
-from bitrl_ros.rl.ppo import PPO, PPOConfig, policy_loss, total_loss
+from bitrl_ros.rl.heads import clip_action, PolicyHead, ValueHead
+from bitrl_ros.rl.ppo import policy_loss, PPO, PPOConfig, total_loss
 
 CLIP = 0.1
 
@@ -121,11 +121,13 @@ def test_update_is_reproducible_from_seed():
     ("clip_coef", 0, "(0, 1)"),
     ("gamma", 0.0, "(0, 1]"),
     ("gamma", 1.01, "(0, 1]"),
-    ("policy_lr", -3e-4, "(0, inf)"),
-    ("value_lr", 0, "(0, inf)"),
+    ("policy_lr", -3e-4, "(0, 1]"),
+    ("value_lr", 0, "(0, 1]"),
     ("minibatch_size", 4096, "2048"),
-    ("num_envs", 0, ">= 1"),
-    ("update_epochs", 2.5, ">= 1"),
+    ("num_envs", 0, "int in [1, 4096]"),
+    ("update_epochs", 2.5, "int in [1, 100]"),
+    ("hidden_sizes", [64, 0], "a non-empty list of integers >= 1"),
+    ("target_kl", 0.0, "float in (0, inf) or null"),
 ])
 def test_config_errors_name_key_value_and_range(key, value, shown):
     with pytest.raises(ConfigError) as err:
@@ -138,7 +140,7 @@ def test_config_rejects_unknown_keys_and_accepts_defaults():
     with pytest.raises(ConfigError, match="clip_coeff"):
         PPOConfig.from_dict({"clip_coeff": 0.2})
     cfg = PPOConfig.from_dict({})
-    assert (cfg.clip_coef, cfg.ent_coef, cfg.max_grad_norm, cfg.batch_size) == (0.1, 0.05, 0.5, 2048)
+    assert (cfg.clip_coef, cfg.ent_coef, cfg.max_grad_norm, cfg.batch_size) == (0.1, 0.01, 0.5, 2048)
     assert PPOConfig.from_dict(cfg.to_dict()) == cfg
 
 

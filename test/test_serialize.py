@@ -9,9 +9,9 @@ from bitrl_ros.envs import get_spec, list_envs
 from bitrl_ros.errors import InvalidObservation
 from bitrl_ros.serialize import (
     FORMATS,
-    Serializer,
     get_serializer,
     rollout_states,
+    Serializer,
     token_report,
     validate_observation,
 )

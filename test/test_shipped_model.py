@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from safetensors import safe_open
+import yaml
 
 from bitrl_ros.backbone import load_backbone, load_tokenizer
 from bitrl_ros.backbone.corpus import build_corpus, env_states, label_group

@@ -1,6 +1,7 @@
 """sim_bridge alone, on real DDS (localhost) with a real env: the lockstep observation/action handshake, episode
 ends (final observation, then the reset observation of the next episode), the timeout fallback, stale and
-malformed actions, and the reset_episode service."""
+malformed actions, and the reset_episode service.
+"""
 from __future__ import annotations
 
 import time
@@ -9,14 +10,14 @@ import uuid
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from bitrl_msgs.msg import Action, Observation  # noqa: E402
-from bitrl_msgs.srv import ResetEpisode  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from bitrl_msgs.msg import Action, Observation  # noqa: E402
+from bitrl_msgs.srv import ResetEpisode  # noqa: E402
 from bitrl_ros.nodes.base import PIPELINE_QOS  # noqa: E402
 from bitrl_ros.nodes.sim_bridge import SimBridgeNode  # noqa: E402
-from ros_harness import Spinner  # noqa: E402
+from ros_harness import InProcessGraph  # noqa: E402
 
 WAIT_S = 15.0
 
@@ -58,15 +59,15 @@ def _wait(cond, timeout=WAIT_S):
 
 @pytest.fixture
 def graph():
-    """graph(choose, **bridge_params) -> (bridge node, fake agent); everything is torn down afterwards."""
+    """Build (bridge node, fake agent) from (choose, **bridge_params); everything is torn down afterwards."""
     spinners = []
 
     def build(choose, **params):
         ns = "t_bridge_" + uuid.uuid4().hex[:8]
         overrides = [Parameter(k, value=v) for k, v in params.items()]
-        bridge = Spinner(lambda ctx: SimBridgeNode(context=ctx, namespace=ns, parameter_overrides=overrides))
+        bridge = InProcessGraph(lambda ctx: SimBridgeNode(context=ctx, namespace=ns, parameter_overrides=overrides))
         spinners.append(bridge)
-        agent = Spinner(lambda ctx: FakeAgent(ns, choose, context=ctx))
+        agent = InProcessGraph(lambda ctx: FakeAgent(ns, choose, context=ctx))
         spinners.append(agent)
         return bridge.node, agent.node
 

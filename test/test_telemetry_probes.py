@@ -1,19 +1,19 @@
 """Telemetry probes against fixture trees (Pi 4, Pi 5, x86 laptop): temperature, throttle bits, clocks, PMIC,
 RAPL with wraparound, INA via hwmon, the CPU-utilisation estimate (always labelled estimated), energy per
-episode, and unreadable sensors giving 'unavailable' rather than exceptions."""
+episode, and unreadable sensors giving 'unavailable' rather than exceptions.
+"""
 from __future__ import annotations
 
 import math
 import os
 
 import pytest
-from telemetry_fixtures import (PI5_PMIC, PI5_PMIC_WATTS, pi4_tree, pi5_tree, proc_stat, set_energy, thermal_zone,
-                                vcgencmd, write, x86_tree)
 
-from bitrl_ros.telemetry import (THROTTLE_BITS, CpuUsage, EnergyMeter, EstimatedPower, InaPower, PowerReading,
-                                 RaplPower, Vcgencmd, decode_throttled, detect_board, open_power_source,
-                                 parse_pmic_adc, parse_throttled, pmic_power_w, read_clocks, read_thermal,
-                                 read_throttled)
+from bitrl_ros.telemetry import (CpuUsage, decode_throttled, detect_board, EnergyMeter, EstimatedPower, InaPower,
+                                 open_power_source, parse_pmic_adc, parse_throttled, pmic_power_w, PowerReading,
+                                 RaplPower, read_clocks, read_thermal, read_throttled, THROTTLE_BITS, Vcgencmd)
+from telemetry_fixtures import (pi4_tree, PI5_PMIC, PI5_PMIC_WATTS, pi5_tree, proc_stat, set_energy, thermal_zone,
+                                vcgencmd, write, x86_tree)
 
 NOW_BITS = {0: "under-voltage", 1: "arm frequency capped", 2: "throttled", 3: "soft temperature limit"}
 BOOT_BITS = {16: "under-voltage occurred", 17: "arm frequency capping occurred", 18: "throttling occurred",
@@ -35,8 +35,8 @@ def test_throttle_decoding_of_a_real_value():
     assert parse_throttled("garbage") is None
     flags = decode_throttled(0x50005)
     assert {k for k, v in flags.items() if v} == {"under-voltage", "throttled", "under-voltage occurred",
-                                                    "throttling occurred"}
-    assert decode_throttled(0) == {name: False for name in THROTTLE_BITS.values()}
+                                                  "throttling occurred"}
+    assert decode_throttled(0) == dict.fromkeys(THROTTLE_BITS.values(), False)
 
 
 # --- Pi 4 ---

@@ -60,7 +60,9 @@ def test_cli_train_writes_run_folder_and_resumes(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2048
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    assert state  # a checkpoint exists after the first update
+    # The checkpoint of the first (only) update, recording where training stood and what it trained on.
+    assert state["num_updates"] == 1 and state["extra"]["global_step"] == 2048
+    assert state["extra"]["env"] == "CartPole-v1" and state["extra"]["backbone"] == "mlp"
     rc = main(["train", "--backbone", "mlp", "--steps", "4096", "--seed", "0", "--run-dir", str(run),
                "--no-progress", "--resume", "--set", "eval_episodes=0"])
     assert rc == 0

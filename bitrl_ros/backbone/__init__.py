@@ -2,9 +2,9 @@
 
 from .bert import BertEncoder, EncoderConfig, load_hf_bert_state_dict
 from .bitlinear import BitLinear, pack_ternary, quantize_activations, ternarize, unpack_ternary
-from .bitnet import BitNetDecoder, DecoderConfig, bitnet_2b4t_config, bitnet_tiny_config
+from .bitnet import bitnet_2b4t_config, bitnet_tiny_config, BitNetDecoder, DecoderConfig
 from .model_file import load_model, save_model
-from .registry import Backbone, available_backbones, load_backbone, load_tokenizer
+from .registry import available_backbones, Backbone, load_backbone, load_tokenizer
 from .teacher import load_teacher, teacher_dir, ternarize_ptq
 from .tokenizer import Tokenizer
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
+import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
-from ..errors import ModelFileError
 from .bitlinear import BitLinear
+from ..errors import ModelFileError
 
 LINEAR_KINDS = ("fp", "bitlinear")
 
@@ -59,7 +59,9 @@ class EncoderConfig:
 
 
 def make_linear(kind: str, in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
-    return BitLinear(in_features, out_features, bias) if kind == "bitlinear" else nn.Linear(in_features, out_features, bias)
+    if kind == "bitlinear":
+        return BitLinear(in_features, out_features, bias)
+    return nn.Linear(in_features, out_features, bias)
 
 
 class Embeddings(nn.Module):
@@ -126,7 +128,8 @@ class BertEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False):
         """input_ids [B, T] -> hidden states [B, T, H]; with output_hidden_states also the tuple of
-        (embedding output, layer 1, ..., layer N) states."""
+        (embedding output, layer 1, ..., layer N) states.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -162,7 +165,8 @@ def _hf_key_map(num_layers: int) -> dict[str, str]:
     return m
 
 
-def load_hf_bert_state_dict(model: BertEncoder, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
+def load_hf_bert_state_dict(model: BertEncoder, state_dict: dict[str, torch.Tensor],
+                            source: str = "state dict") -> None:
     """Copy a Hugging Face BertModel state dict (keys with or without a 'bert.' prefix) into ``model``.
 
     The pooler and position_ids buffer are ignored. Raises ModelFileError naming a missing or mismatched key.

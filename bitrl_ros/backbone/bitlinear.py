@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 WEIGHT_EPS = 1e-5
 ACT_EPS = 1e-5

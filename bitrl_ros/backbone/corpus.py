@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from pathlib import Path
+import random
 
 import numpy as np
 

@@ -35,24 +35,24 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save_file as st_save_file
+import torch
 from torch import nn
+import torch.nn.functional as F
 
-from ..errors import BitrlError
-from ..fileio import atomic_write_text
 from .bert import BertEncoder
 from .bitlinear import BitLinear
 from .corpus import build_corpus, label_group
 from .model_file import dequantize_rows_int8, quantize_rows_int8, save_model
 from .tokenizer import Tokenizer
+from ..errors import BitrlError
+from ..fileio import atomic_write_text
 
 EMBEDDING_DTYPE = "int8"
 CKPT_DIR = "checkpoints"
@@ -60,7 +60,8 @@ CKPT_DIR = "checkpoints"
 
 def make_student(teacher: BertEncoder) -> BertEncoder:
     """A trainable copy of ``teacher`` with every nn.Linear replaced by an (unfrozen) BitLinear and its word
-    embeddings replaced by their (frozen) int8 round trip."""
+    embeddings replaced by their (frozen) int8 round trip.
+    """
     student = copy.deepcopy(teacher)
     for parent in list(student.modules()):
         for name, child in list(parent.named_children()):
@@ -323,7 +324,8 @@ def distill(out_dir: str | Path, steps: int = 2000, batch_size: int = 32, lr: fl
             m.freeze()
     student.eval().requires_grad_(False)
     save_model(student, tokenizer_path, out_dir, embedding_dtype=EMBEDDING_DTYPE)
-    report = {"settings": settings, "corpus": {k: meta[k] for k in ("params", "hash", "n_train", "n_heldout", "counts")},
+    report = {"settings": settings,
+              "corpus": {k: meta[k] for k in ("params", "hash", "n_train", "n_heldout", "counts")},
               "steps_done": step, "stopped": stopped, "elapsed_s": round(elapsed, 2),
               "steps_per_s_this_run": round((step - start_step) / run_s, 4) if run_s > 0 else None,
               "heldout_initial": evals[0], "heldout_final": evals[-1], "evals": evals, "history": history,

@@ -30,19 +30,19 @@ device and materialized uninitialized, so no random init and at most one source 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import re
 import socket
-from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
 from safetensors import safe_open
+import torch
 
-from ..errors import BitrlError, ModelFileError
-from ..fileio import read_json_object
 from .bitlinear import BitLinear, ternarize
 from .bitnet import BitNetDecoder, DecoderConfig
 from .tokenizer import Tokenizer
+from ..errors import BitrlError, ModelFileError
+from ..fileio import read_json_object
 
 CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, TOKENIZER_FILE = (
     "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json")
@@ -172,7 +172,7 @@ class _TensorSource:
 
 
 def unpack_hf_ternary(packed: torch.Tensor, out_features: int) -> torch.Tensor:
-    """transformers' ``unpack_weights`` layout: uint8 [ceil(out/4), in] -> int8 {-1,0,1} [out, in]."""
+    """Unpack transformers' ``unpack_weights`` layout: uint8 [ceil(out/4), in] -> int8 {-1,0,1} [out, in]."""
     codes = torch.cat([(packed >> (2 * i)) & 3 for i in range(4)], dim=0)[:out_features]
     if codes.numel() and int(codes.max()) > 2:
         raise ValueError("packed ternary data holds the invalid code 3")

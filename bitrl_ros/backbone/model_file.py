@@ -11,20 +11,20 @@ bit-identical (given the stored embedding values).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+import shutil
 
-import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+import torch
 from torch import nn
 
-from ..errors import ModelFileError
-from ..fileio import atomic_write_bytes, read_json_object
 from .bert import BertEncoder, EncoderConfig
 from .bitlinear import BitLinear, pack_ternary, unpack_ternary
 from .bitnet import BitNetDecoder, DecoderConfig
 from .tokenizer import Tokenizer
+from ..errors import ModelFileError
+from ..fileio import atomic_write_bytes, read_json_object
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
@@ -88,7 +88,8 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
     """Write ``model`` and a copy of ``tokenizer_path`` as a model directory; returns the directory.
 
     ``embedding_dtype`` "float16" or "int8" (per-row scales) stores the word-embedding table smaller; it is
-    loaded back as float32."""
+    loaded back as float32.
+    """
     arch = getattr(model, "architecture", None)
     if arch not in ARCHITECTURES:
         raise TypeError(f"cannot save a {type(model).__name__}: not a BertEncoder or BitNetDecoder")

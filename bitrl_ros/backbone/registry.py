@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 from pathlib import Path
+import sys
 
 import numpy as np
 from torch import nn
 
-from ..errors import ModelFileError
-from .engines import ENGINES, make_engine
+from .engines import make_engine
 from .model_file import load_model
 from .teacher import load_teacher, ternarize_ptq
 from .tokenizer import Tokenizer
+from ..errors import ModelFileError
+from ..settings import ENGINES, POOLINGS
 
-POOLINGS = ("mean", "cls", "last")
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
 # Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
 SHIPPED_MODELS = ("minilm-bitnet-distilled",)
@@ -86,7 +86,8 @@ class Backbone:
         """Per-field readout float32 [B, num_fields * hidden_size]: for every field, the mean of the last-layer
         states of the tokens aligned to it (token_field_lists, from Tokenizer.encode_aligned; -1 = no field),
         fields concatenated in order; a field with no token (truncated away) reads as zeros. Cached like
-        encode_tokens, keyed by ids and alignment."""
+        encode_tokens, keyed by ids and alignment.
+        """
         keys = []
         for ids, fields in zip(token_id_lists, token_field_lists):
             if len(fields) != len(ids):
@@ -109,7 +110,8 @@ class Backbone:
 
     def _cached(self, keys: list[tuple], width: int, run) -> np.ndarray:
         """Rows for keys: cached ones from the LRU cache, the missing ones from run(list of distinct missing keys)
-        as one batch, remembered."""
+        as one batch, remembered.
+        """
         out = np.empty((len(keys), width), dtype=np.float32)
         missing: dict[tuple, list[int]] = {}
         for row, key in enumerate(keys):
@@ -172,12 +174,13 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
                   threads: int = 1) -> Backbone | None:
     """A Backbone by id, or from a model directory in our format; 'mlp' means no backbone (None).
 
-    engine: "auto" | "torch" | "native" (see Backbone); threads: the native engine's thread count."""
+    engine: "auto" | "torch" | "native" (see Backbone); threads: the native engine's thread count.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if backbone_id == "mlp":
         return None
-    kw = dict(max_tokens=max_tokens, cache_size=cache_size, engine=engine, threads=threads)
+    kw = {"max_tokens": max_tokens, "cache_size": cache_size, "engine": engine, "threads": threads}
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
         model, tok = load_teacher()
         if backbone_id == "minilm-ternary-ptq":

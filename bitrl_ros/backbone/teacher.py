@@ -10,10 +10,10 @@ from pathlib import Path
 from safetensors.torch import load as st_load
 from torch import nn
 
-from ..errors import ModelFileError
 from .bert import BertEncoder, EncoderConfig, load_hf_bert_state_dict
 from .bitlinear import BitLinear
 from .tokenizer import Tokenizer
+from ..errors import ModelFileError
 
 
 def teacher_dir() -> Path:
@@ -52,7 +52,8 @@ def load_teacher() -> tuple[BertEncoder, Tokenizer]:
 
 def ternarize_ptq(model: BertEncoder) -> BertEncoder:
     """A copy of ``model`` whose encoder linears (q, k, v, attention output, intermediate, output) are frozen
-    BitLinears holding the absmean-ternarized weights; embeddings and LayerNorms stay as they are."""
+    BitLinears holding the absmean-ternarized weights; embeddings and LayerNorms stay as they are.
+    """
     out = copy.deepcopy(model)
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):

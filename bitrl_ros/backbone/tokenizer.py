@@ -36,13 +36,15 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids with special tokens; sequences over max_tokens are cut, keeping a final special token
-        (e.g. [SEP]) as the last id."""
+        (e.g. [SEP]) as the last id.
+        """
         return [ids for ids, _ in self._encode(texts, max_tokens)]
 
     def encode_aligned(self, texts: list[str], spans, max_tokens: int | None = None):
         """(token ids, token fields) per text: token_fields[j] is the index of the field whose character span
         (spans[i][f] = (start, end), from Serializer.render) token j overlaps, or -1 (special tokens, names,
-        punctuation between values). Truncation cuts both lists alike."""
+        punctuation between values). Truncation cuts both lists alike.
+        """
         ids_out, fields_out = [], []
         for (ids, offsets), text_spans in zip(self._encode(texts, max_tokens), spans):
             # Tokens and spans both run left to right: one sweep, not a search per token (the 40 Hz path).

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bitrl_ros.bag.reader import open_bag
+from bitrl_ros.bag.records import ObsRecord, stamp_ns, topic_matches
 from bitrl_ros.errors import BagError
 
 
@@ -50,8 +52,6 @@ def _vector(msg, entry, where: str) -> np.ndarray:
 
 
 def iter_mapped_observations(path, mapping):
-    from bitrl_ros.bag.reader import ObsRecord, open_bag, stamp_ns, topic_matches
-
     source = _source(mapping)
     m = load_mapping(mapping)
     entries = m["observation"]

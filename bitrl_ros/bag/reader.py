@@ -2,61 +2,19 @@
 
 Every failure surfaces as BagError naming the file and what is wrong (missing metadata.yaml, a truncated or
 corrupt storage file, a message type without a definition); rosbags' own exceptions never escape.
+
+One open Bag reads any number of topics in one pass (`messages(topics)`, timestamp order); `iter_records`
+turns one bitrl topic into records (see records.py), `read_actions` / `read_encoded` key them by (episode, step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-
+from bitrl_ros.bag.records import ActionRecord, EncodedRecord, topic_matches
 from bitrl_ros.errors import BagError
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
-
-
-@dataclass
-class ObsRecord:
-    t_ns: int                 # bag (receive) timestamp, ns
-    episode: int
-    step: int
-    values: np.ndarray        # float32
-    reward: float = 0.0
-    terminated: bool = False
-    truncated: bool = False
-    mission: str = ""
-    stamp_ns: int | None = None  # header stamp (sim time in lockstep); None when the source has none
-
-
-@dataclass
-class ActionRecord:
-    t_ns: int
-    episode: int
-    step: int
-    discrete: int
-    continuous: np.ndarray    # float32, empty for Discrete spaces
-    log_prob: float
-    value: float
-    safe_action: bool
-    policy_version: int = 0
-
-
-@dataclass
-class EncodedRecord:
-    t_ns: int
-    episode: int
-    step: int
-    embedding: np.ndarray     # float32
-    observation: np.ndarray   # float32 (may be empty)
-    backbone_id: str = ""
-    cache_hit: bool = False
-
-
-def topic_matches(bag_topic: str, wanted: str) -> bool:
-    """`observation`, `/observation` and a namespaced `/ns/observation` all match the wanted `observation`."""
-    b, w = bag_topic.strip("/"), wanted.strip("/")
-    return b == w or b.endswith("/" + w)
 
 
 def storage_files(path: Path) -> list[Path]:
@@ -108,7 +66,7 @@ class Bag:
 
     @property
     def topics(self) -> dict[str, tuple[str, int]]:
-        """topic -> (message type, message count)."""
+        """Map of topic -> (message type, message count)."""
         out: dict[str, tuple[str, int]] = {}
         for c in self.reader.connections:
             t, n = out.get(c.topic, (c.msgtype, 0))
@@ -125,6 +83,12 @@ class Bag:
         topics = list(topics)
         conns = [c for c in self.reader.connections if any(topic_matches(c.topic, t) for t in topics)]
         return conns
+
+    def require(self, topic: str, what: str) -> None:
+        """Raise BagError naming the bag's topics unless the bag has `topic` (of message type `what`)."""
+        if not self.select([topic]):
+            raise BagError(f"bag {self.path}: no topic {topic!r} ({what}); topics: "
+                           f"{', '.join(self.topics) or 'none'}")
 
     def raw_messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[object, int, bytes]]:
         """(connection, bag timestamp ns, CDR bytes) in timestamp order."""
@@ -154,6 +118,12 @@ class Bag:
                                f"t={t_ns} ns: {_explain(exc)}") from None
             yield conn.topic, t_ns, msg
 
+    def records(self, topic: str, record):
+        """record.from_msg of every message on a bitrl topic (record: a records.py class); BagError without it."""
+        self.require(topic, record.MSGTYPE)
+        for _, t_ns, m in self.messages([topic]):
+            yield record.from_msg(t_ns, m)
+
     def close(self) -> None:
         try:
             self.reader.close()
@@ -179,43 +149,14 @@ def iter_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
         yield from bag.messages(topics)
 
 
-def stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _require(bag: Bag, topic: str, what: str):
-    if not bag.select([topic]):
-        raise BagError(f"bag {bag.path}: no topic {topic!r} ({what}); topics: {', '.join(bag.topics) or 'none'}")
-
-
-def iter_observations(path: str | Path, topic: str = "observation", mapping=None) -> Iterator[ObsRecord]:
-    """ObsRecords of a bitrl bag's Observation topic, or of a foreign bag through a mapping (a dict or the
-    path of a YAML file, see bitrl_ros.bag.foreign)."""
-    if mapping is not None:
-        from bitrl_ros.bag.foreign import iter_mapped_observations
-        yield from iter_mapped_observations(path, mapping)
-        return
+def iter_records(path: str | Path, topic: str, record) -> Iterator:
+    """Records (ObsRecord, ActionRecord, EncodedRecord) of one bitrl topic of the bag at path."""
     with open_bag(path) as bag:
-        _require(bag, topic, "bitrl_msgs/msg/Observation")
-        for _, t_ns, m in bag.messages([topic]):
-            yield ObsRecord(t_ns=t_ns, episode=int(m.episode), step=int(m.step),
-                            values=np.asarray(m.values, dtype=np.float32), reward=float(m.reward),
-                            terminated=bool(m.terminated), truncated=bool(m.truncated), mission=str(m.mission),
-                            stamp_ns=stamp_ns(m.header))
-
-
-def read_observations(path, topic: str = "observation", mapping=None) -> list[ObsRecord]:
-    return list(iter_observations(path, topic, mapping))
+        yield from bag.records(topic, record)
 
 
 def iter_actions(path: str | Path, topic: str = "action") -> Iterator[ActionRecord]:
-    with open_bag(path) as bag:
-        _require(bag, topic, "bitrl_msgs/msg/Action")
-        for _, t_ns, m in bag.messages([topic]):
-            yield ActionRecord(t_ns=t_ns, episode=int(m.episode), step=int(m.step), discrete=int(m.discrete),
-                               continuous=np.asarray(m.continuous, dtype=np.float32), log_prob=float(m.log_prob),
-                               value=float(m.value), safe_action=bool(m.safe_action),
-                               policy_version=int(m.policy_version))
+    return iter_records(path, topic, ActionRecord)
 
 
 def read_actions(path: str | Path, topic: str = "action") -> dict[tuple[int, int], ActionRecord]:
@@ -224,14 +165,5 @@ def read_actions(path: str | Path, topic: str = "action") -> dict[tuple[int, int
 
 
 def read_encoded(path: str | Path, topic: str = "encoded_state") -> dict[tuple[int, int], EncodedRecord]:
-    """EncodedState records keyed by (episode, step)."""
-    out = {}
-    with open_bag(path) as bag:
-        _require(bag, topic, "bitrl_msgs/msg/EncodedState")
-        for _, t_ns, m in bag.messages([topic]):
-            out[(int(m.episode), int(m.step))] = EncodedRecord(
-                t_ns=t_ns, episode=int(m.episode), step=int(m.step),
-                embedding=np.asarray(m.embedding, dtype=np.float32),
-                observation=np.asarray(m.observation, dtype=np.float32), backbone_id=str(m.backbone_id),
-                cache_hit=bool(m.cache_hit))
-    return out
+    """Read the EncodedState records, keyed by (episode, step)."""
+    return {(r.episode, r.step): r for r in iter_records(path, topic, EncodedRecord)}

@@ -11,11 +11,11 @@ own schemas, channels and messages. Until then `open_bag` refuses the bag with a
 """
 from __future__ import annotations
 
+from io import StringIO
+from pathlib import Path
 import sqlite3
 import struct
 import time
-from io import StringIO
-from pathlib import Path
 
 from bitrl_ros.errors import BagError
 
@@ -140,7 +140,8 @@ def _find_storage(path: Path) -> Path:
 
 def _repair_mcap(file: Path) -> bool:
     """Cut an unfinished MCAP after its last complete record and close it with DataEnd + Footer.
-    Returns False when the file was already finished."""
+    Returns False when the file was already finished.
+    """
     with file.open("rb") as f:
         data = f.read()
     if len(data) >= 8 + 37 and data[-8:] == MCAP_MAGIC and data[-37:-28] == b"\x02\x14" + b"\x00" * 7:
@@ -179,7 +180,8 @@ def _repair_sqlite(file: Path) -> None:
 
 def reindex(path: str | Path) -> dict:
     """Make a bag whose recorder died readable again: repair the storage file, rebuild metadata.yaml.
-    Returns {"storage": file name, "messages": n, "topics": {topic: count}, "repaired": bool}."""
+    Returns {"storage": file name, "messages": n, "topics": {topic: count}, "repaired": bool}.
+    """
     from rosbags.rosbag2 import Reader
     from rosbags.rosbag2.metadata import dump_qos_v9
     from ruamel.yaml import YAML

@@ -5,11 +5,11 @@ definitions, so bags can be written and read on machines without a ROS install.
 """
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 from pathlib import Path
+import sys
 
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 
 from bitrl_ros.errors import BagError
 
@@ -42,7 +42,8 @@ def make_typestore():
 
 def register_from_definitions(store, connections) -> list[str]:
     """Register the types a bag carries definitions for but the store lacks (foreign custom messages).
-    Returns the message types that are still unknown."""
+    Returns the message types that are still unknown.
+    """
     from rosbags.interfaces import MessageDefinitionFormat
     from rosbags.typesys import get_types_from_idl
 

@@ -2,10 +2,10 @@
 
 from bitrl_ros.envs.registry import (
     AUTORESET_MODE,
+    EnvSpec,
     EPISODE_KEY,
     FINAL_INFO_KEY,
     FINAL_OBS_KEY,
-    EnvSpec,
     get_spec,
     list_envs,
     make_env,

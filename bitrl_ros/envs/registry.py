@@ -10,8 +10,8 @@ Finished-episode statistics come from ``RecordEpisodeStatistics``: ``infos["epis
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+import warnings
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv

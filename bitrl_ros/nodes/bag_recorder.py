@@ -16,7 +16,7 @@ from rosgraph_msgs.msg import Clock
 from bitrl_msgs.msg import Action, EncodedState, Observation, SerializedState, TrainingStats
 from bitrl_ros.bag.recorder import BagRecorder
 from bitrl_ros.errors import BagError
-from bitrl_ros.nodes.base import CLOCK_QOS, DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
+from bitrl_ros.nodes.base import CLOCK_QOS, declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
 
 # topic (last name component) -> (message class, ROS type name, publisher QoS)
 TOPIC_TYPES = {
@@ -32,7 +32,7 @@ QUEUE_DEPTH = 1000
 
 
 def qos_dict(qos: QoSProfile, depth: int | None = None) -> dict:
-    """rclpy QoSProfile -> the plain names BagRecorder writes as offered_qos_profiles."""
+    """Map an rclpy QoSProfile to the plain names BagRecorder writes as offered_qos_profiles."""
     return {"history": qos.history.name.lower(), "depth": depth if depth is not None else qos.depth,
             "reliability": qos.reliability.name.lower(), "durability": qos.durability.name.lower()}
 

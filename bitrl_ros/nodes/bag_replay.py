@@ -14,8 +14,9 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from bitrl_msgs.msg import Action, Observation
-from bitrl_ros.bag.reader import iter_observations
-from bitrl_ros.nodes.base import CLOCK_QOS, PIPELINE_QOS, declare_parameters, spin_node
+from bitrl_ros.bag.sources import iter_observations
+from bitrl_ros.nodes.base import CLOCK_QOS, declare_parameters, PIPELINE_QOS, spin_node
+from bitrl_ros.nodes.stats import ReplayStats
 
 
 class BagReplayNode(Node):
@@ -116,6 +117,13 @@ class BagReplayNode(Node):
         self.obs_pub.publish(msg)
         self.replayed += 1
         self.published.append((msg.episode, msg.step))
+
+    def stats(self) -> ReplayStats:
+        with self._lock:
+            published = tuple(self.published)
+        return ReplayStats(replayed=self.replayed, published=published, actions_received=self.actions_received,
+                           action_timeouts=self.action_timeouts, messages_per_s=self.messages_per_s(),
+                           started_at=self.started_at, ended_at=self.ended_at)
 
     def messages_per_s(self) -> float:
         if self.started_at is None:

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import threading
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.params import SCHEMAS, ParamSpec, validate_params
+from bitrl_ros.params import SCHEMAS, validate_params
+from bitrl_ros.settings import EXECUTORS, Setting
 
 # Pipeline topics (observation -> serialized_state -> encoded_state -> action): reliable, so lockstep never
 # loses a step on the way; a short queue, because every stage works on the newest message and a stale backlog
@@ -27,13 +28,13 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliabil
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+def _descriptor(spec: Setting) -> ParameterDescriptor:
     d = ParameterDescriptor(description=spec.description, read_only=True, dynamic_typing=True)
     if spec.choices:
         d.additional_constraints = "one of: " + ", ".join(str(c) for c in spec.choices)
-    elif spec.kind is int and (spec.low is not None and spec.high is not None):
+    elif spec.type is int and (spec.low is not None and spec.high is not None):
         d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)]
-    elif spec.kind is float and (spec.low is not None and spec.high is not None):
+    elif spec.type is float and (spec.low is not None and spec.high is not None):
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high),
                                                      step=0.0)]
     return d
@@ -41,7 +42,8 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 def declare_parameters(node: Node, schema: str) -> dict:
     """Declare the schema's parameters on the node (descriptor with description and range) and return their
-    validated values; an invalid value raises ConfigError naming the parameter, the value and the range."""
+    validated values; an invalid value raises ConfigError naming the parameter, the value and the range.
+    """
     values = {}
     try:
         for spec in SCHEMAS[schema]:
@@ -96,32 +98,118 @@ def spin_node(node_class, args=None, done=None) -> int:
     return 0
 
 
-class Spinner:
-    """A node in its own rclpy Context, spun by its own executor thread in this process until close().
+def make_executor(kind: str, threads: int | None, num_nodes: int, context):
+    """The executor a graph's nodes share.
 
-    ``build(context) -> Node``. Used by tests and benchmarks that run several nodes side by side."""
+    events (`bitrl run`'s default): rclpy's EventsExecutor dispatches callbacks from a C++ event queue without
+    rebuilding a wait set per callback. Measured on the 2-core dev machine under load
+    (bench/results/ros_graph*.json), it held the 40 Hz loop (40.0 Hz, period deviation p50 0.3 ms) where the
+    MultiThreadedExecutor fell to 15-38 Hz, and it stepped lockstep ~1.5x faster. One thread is enough because
+    every callback is short and PPO updates run in the learner's own worker thread, never in a callback.
+    multi: MultiThreadedExecutor. Callbacks are Python and hold the GIL, so threads beyond the core count only
+    add contention (5 threads measured worse than 2 here); two or more let an encoder forward, which releases
+    the GIL inside torch, overlap the bridge's and the policy's timer callbacks. Each node's callbacks stay in
+    its default mutually exclusive group, so more threads than nodes could never be used.
+    single: SingleThreadedExecutor (tests and benchmarks that run one node per graph).
+    """
+    import os
 
-    def __init__(self, build):
+    from rclpy.executors import MultiThreadedExecutor
+
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    if kind != "multi":
+        raise ConfigError(f"executor {kind!r} (allowed: {' | '.join(EXECUTORS)})")
+    threads = threads or min(num_nodes, max(2, os.cpu_count() or 2))
+    return MultiThreadedExecutor(num_threads=threads, context=context)
+
+
+class InProcessGraph:
+    """Nodes sharing one rclpy Context and one executor, spun in a background thread of this process: the one
+    way the package runs nodes in-process (`bitrl run`, `bitrl replay`, the tests and the benchmarks).
+
+    build(context) -> a Node or {name: Node}; a failure while building tears down what was built.
+    signal_handlers=False leaves SIGINT to Python (KeyboardInterrupt), so that `bitrl run` can stop cleanly and
+    still print its summary. start=False: call start() later (e.g. after a recorder has matched its topics).
+    close() stops the spinning, calls shutdown() on every node that has one (policy_value lets a running update
+    finish its checkpoint), waits for callbacks in flight, destroys the nodes and shuts the context down.
+    """
+
+    def __init__(self, build, executor: str = "single", threads: int | None = None, signal_handlers: bool = True,
+                 start: bool = True):
+        from rclpy.signals import SignalHandlerOptions
+
         self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        try:
-            self.node = build(self.ctx)
-        except BaseException:
-            rclpy.shutdown(context=self.ctx)
-            raise
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
+        options = {} if signal_handlers else {"signal_handler_options": SignalHandlerOptions.NO}
+        rclpy.init(context=self.ctx, args=[], **options)
+        self.nodes: dict = {}
+        self._closed = False
+        self.executor = None
+        self.error: BaseException | None = None  # what stopped the executor thread, if anything did
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread = threading.Thread(target=self._spin, name="executor", daemon=True)
+        try:
+            built = build(self.ctx)
+            self.nodes = built if isinstance(built, dict) else {"node": built}
+            self.executor = make_executor(executor, threads, len(self.nodes), self.ctx)
+            for node in self.nodes.values():
+                self.executor.add_node(node)
+        except BaseException:
+            self.close()
+            raise
+        if start:
+            self.start()
+
+    @property
+    def node(self):
+        """The node of a one-node graph."""
+        (only,) = self.nodes.values()
+        return only
+
+    def start(self) -> None:
         self.thread.start()
 
-    def _spin(self):
-        while not self._stop.is_set() and self.ctx.ok():
-            self.executor.spin_once(timeout_sec=0.02)
+    @property
+    def spinning(self) -> bool:
+        return self.thread.is_alive()
 
-    def close(self):
+    def _spin(self) -> None:
+        try:
+            while not self._stop.is_set() and self.ctx.ok():
+                self.executor.spin_once(timeout_sec=0.02)
+        except Exception as exc:  # re-raised by stop_spinning() in the thread that owns the graph
+            self.error = exc
+
+    def stop_spinning(self, timeout: float = 5.0) -> None:
+        """Stop the executor thread (nodes stay alive); re-raises what the thread died of, if anything."""
         self._stop.set()
-        self.thread.join(5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(5.0)
+        for node in self.nodes.values():
+            if hasattr(node, "shutdown"):
+                node.shutdown()
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=5.0)  # waits for callbacks in flight before the nodes go away
+        if not self._closed:
+            for node in self.nodes.values():
+                node.destroy_node()  # a recorder closes its bag here on any exit path
+        self._closed = True
+        if self.ctx.ok():
+            rclpy.shutdown(context=self.ctx)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

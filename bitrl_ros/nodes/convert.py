@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import array
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+import numpy as np
 
 # diagnostic_updater level constants (DiagnosticStatus.level is a byte).
 # Plain ints here; rclpy's own constants are 1-byte `bytes` (DiagnosticStatus.OK == b"\x00").
@@ -22,7 +22,8 @@ def observation_to_array(msg) -> np.ndarray:
 
 def to_float32_list(values) -> array.array:
     """A float32 sequence for a float32[] message field (array('f') is the type rclpy stores there; assigning
-    it skips rclpy's per-element checks)."""
+    it skips rclpy's per-element checks).
+    """
     if isinstance(values, np.ndarray):
         return array.array("f", np.ascontiguousarray(values, dtype=np.float32).reshape(-1).tobytes())
     return array.array("f", values)
@@ -47,7 +48,8 @@ def copy_header(src, dst):
 def make_status(name: str, level: int, message: str, hardware_id: str, values: dict) -> DiagnosticStatus:
     """A DiagnosticStatus as diagnostic_updater builds them: name "<node>: <component>", level OK/WARN/ERROR/
     STALE (int 0-3), values as KeyValue strings (units go in the key, e.g. "rate [Hz]"; floats with up to 6
-    significant digits, bools as true/false)."""
+    significant digits, bools as true/false).
+    """
     status = DiagnosticStatus()
     status.level = bytes([int(level)])
     status.name = name

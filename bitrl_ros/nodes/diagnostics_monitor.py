@@ -21,17 +21,17 @@ from __future__ import annotations
 import math
 import time
 
-from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
+from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
-from bitrl_ros.nodes.convert import ERROR, OK, STALE, WARN, make_status
-from bitrl_ros.telemetry import (CpuUsage, EnergyMeter, LatencyJoin, PiClocks, RateWindow, SampleWindow,
-                                 ThrottleReading, Vcgencmd, detect_board, open_power_source, read_clocks,
-                                 read_memory_mb, read_thermal, read_throttled)
+from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
+from bitrl_ros.nodes.convert import ERROR, make_status, OK, STALE, WARN
+from bitrl_ros.telemetry import (CpuUsage, detect_board, EnergyMeter, LatencyJoin, open_power_source, PiClocks,
+                                 RateWindow, read_clocks, read_memory_mb, read_thermal, read_throttled, SampleWindow,
+                                 ThrottleReading, Vcgencmd)
 from bitrl_ros.telemetry.power import PmicPower
 
 
@@ -58,7 +58,7 @@ class DiagnosticsMonitorNode(Node):
 
         # hardware probes (ROS-free, bitrl_ros.telemetry), all reading under telemetry_root
         if p["temp_warn_c"] > p["temp_error_c"]:
-            raise ConfigError(f"diagnostics_monitor: invalid parameter 'temp_warn_c' = {p['temp_warn_c']!r} "
+            raise ConfigError(f"diagnostics_monitor: invalid value for 'temp_warn_c' = {p['temp_warn_c']!r} "
                               f"(allowed: <= temp_error_c = {p['temp_error_c']!r})")
         root = p["telemetry_root"]
         self.board = detect_board(root, p["board"])
@@ -113,7 +113,8 @@ class DiagnosticsMonitorNode(Node):
 
     def _track_episode(self, msg: Observation, now: float) -> None:
         """Close the energy total at episode boundaries: a terminated/truncated observation, or a new episode
-        number (when the end was not seen)."""
+        number (when the end was not seen).
+        """
         new_episode = self._episode is not None and msg.episode != self._episode
         if new_episode and not self._episode_closed:
             self._close_episode(self._episode, now)
@@ -243,7 +244,6 @@ class DiagnosticsMonitorNode(Node):
             return self._status("safety", WARN, f"{in_window} safe action(s) in the last "
                                 f"{self.safe_times.window_s:g} s", values)
         return self._status("safety", OK, "policy actions", values)
-
 
     def _temperature_status(self):
         th = self.thermal

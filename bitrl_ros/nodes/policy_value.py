@@ -11,30 +11,33 @@ the learner's worker thread, so acting never waits for learning.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 import math
+from pathlib import Path
 import threading
 import time
-from collections import OrderedDict
-from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray
 import gymnasium as gym
 import numpy as np
-from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
-from bitrl_msgs.srv import SaveCheckpoint
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
+from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
+from bitrl_msgs.srv import SaveCheckpoint
 from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
-from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS, declare_parameters, spin_node
-from bitrl_ros.nodes.convert import ERROR, OK, WARN, copy_header, make_status, observation_to_array, to_float32_list
-from bitrl_ros.features import FIELD_READOUTS, assemble_features, node_layout
+from bitrl_ros.features import assemble_features, node_layout
+from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
+from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation_to_array, OK, to_float32_list, WARN
+from bitrl_ros.nodes.stats import PolicyStats
 from bitrl_ros.rl.checkpoint import STATE_FILE
+from bitrl_ros.rl.evaluation import RETURN_WINDOW
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.serialize import validate_observation
+from bitrl_ros.settings import FIELD_READOUTS
 
 NODE_NAME = "policy_value"
 HARDWARE_ID = "bitrl-agent"
@@ -45,7 +48,9 @@ PPO_PARAMS = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_
 
 
 def ppo_config_from_params(params: dict) -> PPOConfig:
-    """PPOConfig for one stream from the node's `ppo.*` parameters; cross-parameter errors name the parameter."""
+    """Build the PPOConfig for one stream from the node's `ppo.*` parameters; cross-parameter errors name the
+    parameter.
+    """
     try:
         return PPOConfig(num_envs=1, **{k: params[f"ppo.{k}"] for k in PPO_PARAMS})
     except ConfigError as exc:
@@ -134,9 +139,17 @@ class PolicyValueNode(Node):
     def rollouts_dropped(self) -> int:
         return self.learner.rollouts_dropped if self.learner is not None else 0
 
+    def stats(self) -> PolicyStats:
+        with self._lock:
+            returns = tuple(self.episode_returns)
+        return PolicyStats(episode_returns=returns, updates=self.updates,
+                           resumed_updates=self.restored.get("updates", 0), safe_actions=self.safe_actions,
+                           rollouts_dropped=self.rollouts_dropped, actions_published=self.actions_published)
+
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop acting and wait (bounded) for a running PPO update; its checkpoint is written atomically, so a
-        save cut short leaves the previous checkpoint in place."""
+        save cut short leaves the previous checkpoint in place.
+        """
         self._closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -228,7 +241,8 @@ class PolicyValueNode(Node):
     # -- the learner --------------------------------------------------------------------------------------------
     def _build_learner(self, embedding_size: int, backbone_id: str = "") -> None:
         """The heads for the first encoded state's layout: its width tells the backbone's (per field or pooled),
-        the feature parameters tell the rest; a resumed checkpoint must record the same layout."""
+        the feature parameters tell the rest; a resumed checkpoint must record the same layout.
+        """
         p = self.params
         per_field = (p.get("pooling") or p["readout"]) in FIELD_READOUTS
         hidden = embedding_size // (self.obs_dim if per_field else 1)
@@ -273,7 +287,7 @@ class PolicyValueNode(Node):
         """Runs in the learner's worker thread after each update (and its checkpoint)."""
         now = time.monotonic()
         with self._lock:
-            fresh = self.episode_returns[self._returns_reported:] or self.episode_returns[-10:]
+            fresh = self.episode_returns[self._returns_reported:] or self.episode_returns[-RETURN_WINDOW:]
             self._returns_reported = len(self.episode_returns)
             sps = (self.global_step - self._last_stats_step) / max(now - self._last_stats_time, 1e-9)
             self._last_stats_time, self._last_stats_step = now, self.global_step

@@ -22,17 +22,19 @@ import sys
 import threading
 import time
 
+from builtin_interfaces.msg import Time as TimeMsg
 import gymnasium as gym
 import numpy as np
-from bitrl_msgs.msg import Action, Observation
-from bitrl_msgs.srv import ResetEpisode
-from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
+from bitrl_msgs.msg import Action, Observation
+from bitrl_msgs.srv import ResetEpisode
 from bitrl_ros.envs import make_env
-from bitrl_ros.nodes.base import CLOCK_QOS, PIPELINE_QOS, declare_parameters, spin_node
+from bitrl_ros.nodes.base import CLOCK_QOS, declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import to_float32_list
+from bitrl_ros.nodes.stats import BridgeStats
+from bitrl_ros.rl.evaluation import RETURN_WINDOW
 
 HISTORY = 4096  # samples kept for latency / period statistics
 
@@ -108,9 +110,18 @@ class SimBridgeNode(Node):
             f"rate={self.rate_hz:g} Hz, seed={self.seed}, max_steps={self.max_steps or 'unlimited'}")
 
     # -- statistics --------------------------------------------------------------------------------------------
-    def mean_return(self, last: int = 20) -> float | None:
+    def mean_return(self, last: int = RETURN_WINDOW) -> float | None:
         recent = self.episode_returns[-last:]
         return float(np.mean(recent)) if recent else None
+
+    def stats(self) -> BridgeStats:
+        return BridgeStats(
+            env_id=self.env_id, mode=self.mode, rate_hz=self.rate_hz, max_steps=self.max_steps,
+            total_steps=self.total_steps, episodes=self.episodes, episode_returns=tuple(self.episode_returns),
+            action_periods_ms=tuple(self.action_periods_ms), latencies_ms=tuple(self.latencies_ms),
+            fallbacks=self.fallback_count, stale_actions=self.stale_actions, clipped_actions=self.clipped_count,
+            observations_published=self.observations_published, started_at=self.started_at,
+            achieved_rate_hz=self.achieved_rate_hz())
 
     def achieved_rate_hz(self) -> float | None:
         """Env steps per wall second since the first observation."""
@@ -172,14 +183,14 @@ class SimBridgeNode(Node):
             if self.action_space.contains(np.int64(msg.discrete)):
                 return int(msg.discrete)
             self.get_logger().warning(f"action.discrete = {msg.discrete} is outside {self.action_space}; "
-                                   f"applying the fallback", throttle_duration_sec=5.0)
+                                      f"applying the fallback", throttle_duration_sec=5.0)
             return None
         values = np.asarray(msg.continuous, dtype=np.float64)
         expected = int(np.prod(self.action_space.shape))
         if values.size != expected or not np.all(np.isfinite(values)):
             what = f"length {values.size}, expected {expected}" if values.size != expected else "NaN/Inf values"
             self.get_logger().warning(f"action.continuous has {what}; applying the fallback",
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return None
         values = values.reshape(self.action_space.shape)
         clipped = np.clip(values, self.action_space.low, self.action_space.high)

@@ -6,14 +6,14 @@ serialized like any other: the policy needs their features to bootstrap truncate
 """
 from __future__ import annotations
 
-from bitrl_msgs.msg import Observation, SerializedState
 from rclpy.node import Node
 
+from bitrl_msgs.msg import Observation, SerializedState
 from bitrl_ros.backbone import load_tokenizer
 from bitrl_ros.envs import get_spec
 from bitrl_ros.errors import ConfigError, InvalidObservation
-from bitrl_ros.features import TextStage, node_serializer
-from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
+from bitrl_ros.features import node_serializer, TextStage
+from bitrl_ros.nodes.base import declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import copy_header, observation_to_array, to_int32_list
 
 
@@ -62,7 +62,7 @@ class StateSerializerNode(Node):
             self.invalid_count += 1
             self.last_invalid_reason = str(exc)
             self.get_logger().warning(f"episode {msg.episode} step {msg.step}: {exc}; refused "
-                                   f"({self.invalid_count} so far)", throttle_duration_sec=1.0)
+                                      f"({self.invalid_count} so far)", throttle_duration_sec=1.0)
             return
         text, token_ids = texts[0], ids[0]
         out = copy_header(msg, SerializedState())
@@ -85,5 +85,3 @@ class StateSerializerNode(Node):
 
 def main(args=None) -> int:
     return spin_node(StateSerializerNode, args)
-
-

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-import torch
-from bitrl_msgs.msg import EncodedState, SerializedState
 from rclpy.node import Node
+import torch
 
+from bitrl_msgs.msg import EncodedState, SerializedState
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.errors import ConfigError
 from bitrl_ros.features import EmbedStage, node_layout
-from bitrl_ros.nodes.base import PIPELINE_QOS, declare_parameters, spin_node
+from bitrl_ros.nodes.base import declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import copy_header, to_float32_list
 from bitrl_ros.telemetry import SampleWindow
 
@@ -25,16 +25,20 @@ MAX_TOKENS = 512
 
 
 class TernaryEncoderNode(Node):
-    def __init__(self, **node_kwargs):
+    def __init__(self, owns_process: bool = False, **node_kwargs):
+        """owns_process: the node is alone in its process (`ros2 run` / `ros2 launch`), so it may set torch's
+        process-wide thread count; in `bitrl run` it shares the process with the trainer and must not.
+        """
         super().__init__("ternary_encoder", **node_kwargs)
         self.params = p = declare_parameters(self, "ternary_encoder")
-        torch.set_num_threads(p["threads"])
+        if owns_process:
+            torch.set_num_threads(p["threads"])
         t0 = time.perf_counter()
         try:
             self.backbone = load_backbone(p["backbone"], cache_size=p["cache_size"], max_tokens=MAX_TOKENS,
                                           engine=p["engine"], threads=p["threads"])
         except ValueError as exc:
-            raise ConfigError(f"ternary_encoder: invalid parameter 'backbone' = {p['backbone']!r} ({exc})") from None
+            raise ConfigError(f"ternary_encoder: invalid value for 'backbone' = {p['backbone']!r} ({exc})") from None
         self.load_s = time.perf_counter() - t0
         self.backbone_id = p["backbone"]
         try:
@@ -66,7 +70,7 @@ class TernaryEncoderNode(Node):
             except ValueError as exc:  # empty or over-long token ids: a serializer/encoder mismatch
                 self.error_count += 1
                 self.get_logger().warning(f"episode {msg.episode} step {msg.step}: cannot encode ({exc}); dropped "
-                                       f"({self.error_count} so far)", throttle_duration_sec=1.0)
+                                          f"({self.error_count} so far)", throttle_duration_sec=1.0)
                 return
             ms = (time.perf_counter() - t0) * 1e3
             out.embedding = to_float32_list(feats[0])
@@ -82,6 +86,4 @@ class TernaryEncoderNode(Node):
 
 
 def main(args=None) -> int:
-    return spin_node(TernaryEncoderNode, args)
-
-
+    return spin_node(lambda: TernaryEncoderNode(owns_process=True), args)

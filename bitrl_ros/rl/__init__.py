@@ -4,9 +4,9 @@ from bitrl_ros.rl.buffer import RolloutBuffer
 from bitrl_ros.rl.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from bitrl_ros.rl.config import PPOConfig
 from bitrl_ros.rl.gae import compute_gae
-from bitrl_ros.rl.heads import PolicyHead, ValueHead, clip_action, mlp
+from bitrl_ros.rl.heads import clip_action, mlp, PolicyHead, ValueHead
 from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer, RunningMeanStd
-from bitrl_ros.rl.ppo import PPO, policy_loss, total_loss, value_loss
+from bitrl_ros.rl.ppo import policy_loss, PPO, total_loss, value_loss
 from bitrl_ros.rl.seeding import seed_everything
 
 __all__ = [

@@ -7,15 +7,15 @@ process dies between those two renames, load_checkpoint falls back to the aside 
 
 import json
 import os
+from pathlib import Path
 import random
 import shutil
 import tempfile
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
+import torch
 
 from bitrl_ros.errors import CheckpointError
 
@@ -31,6 +31,21 @@ def describe_action_space(space: gym.Space) -> dict:
                 "low": space.low.astype(np.float64).ravel().tolist(),
                 "high": space.high.astype(np.float64).ravel().tolist()}
     raise TypeError(f"unsupported action space {space}")
+
+
+def action_space_from_description(desc: dict, where: str) -> gym.Space:
+    """The inverse of describe_action_space; CheckpointError naming `where` for a malformed description."""
+    try:
+        if desc["type"] == "Discrete":
+            return gym.spaces.Discrete(int(desc["n"]), start=int(desc.get("start", 0)))
+        if desc["type"] == "Box":
+            shape = tuple(int(s) for s in desc["shape"])
+            low = np.asarray(desc["low"], dtype=np.float64).reshape(shape)
+            high = np.asarray(desc["high"], dtype=np.float64).reshape(shape)
+            return gym.spaces.Box(low, high, shape, dtype=np.dtype(desc.get("dtype", "float32")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: malformed action_space {desc!r} ({e})") from None
+    raise CheckpointError(f"{where}: unsupported action_space type {desc.get('type')!r}")
 
 
 def _heads_tensors(ppo) -> dict:
@@ -177,8 +192,11 @@ def _optimizer_states(path: Path, tensors: dict, optimizers: dict) -> dict:
     return states
 
 
-def load_checkpoint(path_dir, ppo) -> dict:
-    """Restore ppo (weights, Adam state, update counter, RNGs) from path_dir and return the saved `extra`.
+def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
+    """Restore ppo (weights, Adam state, update counter, its own generators) from path_dir and return the
+    saved `extra`. restore_global_rngs: also set the process-wide torch / NumPy / `random` generators to the
+    training run's (only for a process that is that run, as `bitrl train --resume`); by default they are left
+    alone, so evaluating or resuming inside a larger process changes nothing else in it.
 
     Everything is read and checked before ppo is touched, so a failed load leaves it as it was.
     """
@@ -231,9 +249,10 @@ def load_checkpoint(path_dir, ppo) -> dict:
         opt.load_state_dict(sd)
     ppo.shuffle_generator.set_state(generators["shuffle_generator"])
     ppo.action_generator.set_state(generators["action_generator"])
-    torch.random.set_rng_state(generators["torch_global"])
-    np.random.set_state(np_state)
-    random.setstate(py_state)
+    if restore_global_rngs:
+        torch.random.set_rng_state(generators["torch_global"])
+        np.random.set_state(np_state)
+        random.setstate(py_state)
     ppo.num_updates = num_updates
     return state["extra"]
 

@@ -39,7 +39,8 @@ class FieldProjection(nn.Module):
 
     With a raw observation the map starts at zero, so a hybrid agent starts out exactly as the raw-observation
     MLP (same input scale, nothing added) and lets the text in only as far as PPO finds it useful; text-only it
-    starts orthogonal (unit gain)."""
+    starts orthogonal (unit gain).
+    """
 
     def __init__(self, num_fields: int, width: int, proj_dim: int, raw_dim: int = 0):
         super().__init__()

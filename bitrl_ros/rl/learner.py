@@ -11,15 +11,16 @@ Protocol, per stream and step (all arrays are [num_envs, ...]):
 In background mode the update runs in a worker thread on the learner's own PPO (heads + optimizers) while the
 actor keeps acting with its copy of the heads; when the update finishes the new weights are published as one
 reference and the actor loads them at its next act(): an update never delays an action. A rollout that fills up
-while the previous update is still running is dropped and counted, never waited for. After every update the
-checkpoint is replaced atomically.
+while the previous update is still running is dropped by update_if_ready() and counted (rollouts_dropped), never
+waited for; record() refuses to add to a full rollout instead of dropping it. After every update the checkpoint
+is replaced atomically.
 """
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -38,7 +39,8 @@ class OnlineLearner:
                  extra_state: Callable[[], dict] | None = None,
                  on_update: Callable[[dict], None] | None = None, layout=None):
         """layout: the FeatureLayout of the features (recorded in checkpoints, checked on load; it also says
-        which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests)."""
+        which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests).
+        """
         if layout is not None and layout.feature_dim != feature_dim:
             raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
         self.config = config
@@ -87,7 +89,8 @@ class OnlineLearner:
 
     def record(self, rewards, terminated, truncated, final_features: np.ndarray | None = None) -> None:
         """Complete the transitions started by the last act(). final_features: normalized features of the
-        final observations (needed for truncated, not terminated, streams; rows elsewhere are ignored)."""
+        final observations (needed for truncated, not terminated, streams; rows elsewhere are ignored).
+        """
         if self._pending is None:
             raise RuntimeError("record() without a preceding act()")
         features, actions, log_probs, values = self._pending
@@ -102,9 +105,8 @@ class OnlineLearner:
         if final_features is not None and (truncated & ~terminated).any():
             bootstrap = self.actor.value(final_features)
         if self.buffer.full:
-            # The previous rollout has not been handed over yet (its update is pending): start again.
-            self.buffer.reset()
-            self.rollouts_dropped += 1
+            raise RuntimeError("record() on a full rollout: call update_if_ready() before each act() (the "
+                               "protocol in this module's docstring); no transition was dropped")
         self.buffer.add(features, actions, log_probs, values, rewards, terminated, truncated, bootstrap)
         self._last_dones = dones
 
@@ -184,7 +186,8 @@ class OnlineLearner:
 
     def save(self, checkpoint_dir: str | Path | None = None, timeout: float | None = None) -> Path:
         """Write a checkpoint now (atomically) to checkpoint_dir or the learner's own; a running background
-        update is waited for first, so the saved heads, optimizers and counters belong together."""
+        update is waited for first, so the saved heads, optimizers and counters belong together.
+        """
         path = Path(checkpoint_dir) if checkpoint_dir else self.checkpoint_dir
         if path is None:
             raise ValueError("no checkpoint directory given and the learner has none")
@@ -195,8 +198,10 @@ class OnlineLearner:
         extra["policy_version"] = self.ppo.num_updates
         return save_checkpoint(path, self.ppo, extra)
 
-    def load(self, checkpoint_dir: str | Path) -> dict:
-        """Restore heads, optimizers, RNGs and normalizers; returns the caller's extra state."""
+    def load(self, checkpoint_dir: str | Path, restore_global_rngs: bool = False) -> dict:
+        """Restore heads, optimizers, the heads' generators and normalizers; returns the caller's extra state.
+        restore_global_rngs: see load_checkpoint (only the process that is the training run asks for it).
+        """
         if self.layout is not None:
             saved = read_checkpoint_state(checkpoint_dir)["extra"].get("feature_layout")
             where = f"{checkpoint_dir}"
@@ -204,7 +209,7 @@ class OnlineLearner:
                 raise CheckpointError(f"{where}: the checkpoint records no feature layout (written before layouts "
                                       "were recorded); it cannot be matched to these features: start fresh")
             self.layout.check_same(FeatureLayout.from_dict(saved, where), where)
-        extra = load_checkpoint(checkpoint_dir, self.ppo)
+        extra = load_checkpoint(checkpoint_dir, self.ppo, restore_global_rngs)
         if self.feature_norm is not None and extra.get("feature_norm"):
             self.feature_norm.load_state_dict(extra["feature_norm"])
         if self.reward_norm is not None and extra.get("reward_norm"):

@@ -31,9 +31,8 @@ import numpy as np
 
 from bitrl_ros.envs.registry import EnvSpec, get_spec
 from bitrl_ros.serialize.validate import validate_observation
+from bitrl_ros.settings import FORMATS, NUMBER_SCHEMES
 
-FORMATS = ("compact", "structured", "natural")
-NUMBER_SCHEMES = ("fixed", "scaled", "digits")
 CLIP_UNITS = 9999
 SCALED_UNITS = 100  # units per fitted field scale in the `scaled` scheme
 
@@ -122,7 +121,8 @@ class Serializer:
 
     def quantize(self, obs, validated: bool = False) -> list[int]:
         """Observation -> integer units per field (see the number schemes), clipped to +-CLIP_UNITS.
-        validated=True: the caller already ran validate_observation (float64, right length, finite)."""
+        validated=True: the caller already ran validate_observation (float64, right length, finite).
+        """
         values = obs if validated else validate_observation(obs, self.spec)
         units = np.rint(values * self._scale)
         clipped = np.abs(units) > CLIP_UNITS

@@ -7,7 +7,8 @@ from pathlib import Path
 
 def under(root: str | os.PathLike, path: str) -> Path:
     """`path` (absolute, e.g. "/sys/class/thermal") inside `root` ("/" on a real machine, a fixture tree in
-    tests)."""
+    tests).
+    """
     return Path(root) / path.lstrip("/")
 
 

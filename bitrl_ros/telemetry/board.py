@@ -7,8 +7,8 @@ measured power.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+import os
 
 from bitrl_ros.telemetry._files import read_text, under
 
@@ -48,7 +48,8 @@ class Board:
 
 def detect_board(root: str | os.PathLike = "/", override: str = "auto") -> Board:
     """The board from <root>/proc/device-tree/model (Pi) or <root>/sys/class/dmi/id (x86); `override`
-    ("pi4" | "pi5" | "x86") skips detection. Never raises: an unreadable tree gives kind "unknown"."""
+    ("pi4" | "pi5" | "x86") skips detection. Never raises: an unreadable tree gives kind "unknown".
+    """
     model, _ = read_text(under(root, "/proc/device-tree/model"))
     if model is None:
         model, _ = read_text(under(root, "/sys/firmware/devicetree/base/model"))

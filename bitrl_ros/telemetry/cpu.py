@@ -8,7 +8,8 @@ from bitrl_ros.telemetry._files import read_text, under
 
 def read_cpu_times(root: str | os.PathLike = "/") -> tuple[tuple[float, float] | None, str | None]:
     """((busy, total) jiffies summed over all CPUs, None) from the first line of <root>/proc/stat, or
-    (None, reason)."""
+    (None, reason).
+    """
     path = under(root, "/proc/stat")
     text, err = read_text(path)
     if err:
@@ -31,7 +32,8 @@ def read_cpu_times(root: str | os.PathLike = "/") -> tuple[tuple[float, float] |
 
 class CpuUsage:
     """System-wide CPU utilisation (0..1) between consecutive `sample()` calls. The first call reports the
-    average since boot, so a value is available at once."""
+    average since boot, so a value is available at once.
+    """
 
     def __init__(self, root: str | os.PathLike = "/"):
         self.root = root

@@ -6,14 +6,14 @@ time.monotonic()); nothing here reads a clock itself, so tests drive it with syn
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque, OrderedDict
 from typing import Hashable
 
 import numpy as np
 
 
 def percentile(values, q: float) -> float:
-    """The q-th percentile (0-100, linear interpolation) of values; NaN for no values."""
+    """The q-th percentile of values (0-100, linear interpolation); NaN for no values."""
     if len(values) == 0:
         return float("nan")
     return float(np.percentile(np.fromiter(values, dtype=np.float64, count=len(values)), q))
@@ -44,7 +44,8 @@ class SampleWindow:
 
 class RateWindow:
     """Event times within the last `window_s` seconds (at most `max_events`): achieved rate and the deviation
-    of the periods between events from the nominal period."""
+    of the periods between events from the nominal period.
+    """
 
     def __init__(self, window_s: float = 5.0, max_events: int = 10_000):
         if window_s <= 0:
@@ -77,7 +78,8 @@ class RateWindow:
 
     def rate_hz(self, now: float) -> float:
         """Events per second over the window: (n - 1) intervals over the span they cover; 0 with < 2 events.
-        A loop that has stopped reads 0 once its last event leaves the window."""
+        A loop that has stopped reads 0 once its last event leaves the window.
+        """
         self._trim(now)
         if len(self._times) < 2:
             return 0.0
@@ -86,7 +88,8 @@ class RateWindow:
 
     def period_deviation_ms(self, now: float, nominal_period_s: float | None = None) -> tuple[float, float]:
         """(p50, p99) of |period - nominal| in ms; nominal defaults to the median period of the window
-        (jitter around whatever rate the loop runs at). NaN, NaN with < 2 events."""
+        (jitter around whatever rate the loop runs at). NaN, NaN with < 2 events.
+        """
         p = self.periods(now)
         if p.size == 0:
             return float("nan"), float("nan")
@@ -98,7 +101,8 @@ class RateWindow:
 class LatencyJoin:
     """Latency from a first event (observation k) to a second (action k), joined by a key such as
     (episode, step). Pending first events are bounded (`max_pending`, oldest dropped and counted), so keys that
-    never get a second event (invalid observations, drops) cannot grow memory."""
+    never get a second event (invalid observations, drops) cannot grow memory.
+    """
 
     def __init__(self, max_pending: int = 1024, window: int = 1000):
         self._pending: OrderedDict[Hashable, float] = OrderedDict()

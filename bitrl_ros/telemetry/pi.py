@@ -7,11 +7,11 @@ the reading unavailable (an `error` naming the command), never an exception.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 
 from bitrl_ros.telemetry._files import under
 
@@ -34,7 +34,8 @@ _CANDIDATES = ("/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd", "/usr/local/bin/vcge
 
 def find_vcgencmd(root: str | os.PathLike = "/", path: str | None = None) -> str | None:
     """The vcgencmd to run: `path` if given, else the first executable candidate under root (on "/", also
-    $PATH). None when there is none."""
+    $PATH). None when there is none.
+    """
     if path:
         return path if os.access(path, os.X_OK) else None
     for cand in _CANDIDATES:
@@ -125,7 +126,8 @@ class PiClocks:
 
 def read_clocks(vc: Vcgencmd) -> PiClocks:
     """ARM clock (`measure_clock arm` -> frequency(48)=1500398464) and core voltage (`measure_volts core` ->
-    volt=0.8500V)."""
+    volt=0.8500V).
+    """
     r = PiClocks()
     out, err = vc.run("measure_clock", "arm")
     m = re.search(r"=\s*(\d+)", out or "")
@@ -147,7 +149,8 @@ _PMIC_LINE = re.compile(r"^\s*(\S+)\s+(current|volt)\(\d+\)=\s*([0-9.eE+-]+)\s*(
 
 def parse_pmic_adc(text: str) -> dict[str, dict[str, float]]:
     """`pmic_read_adc` output -> {rail: {"A": amps, "V": volts}}; rails are paired by the name before the
-    last "_" (VDD_CORE_A current + VDD_CORE_V volt -> rail VDD_CORE)."""
+    last "_" (VDD_CORE_A current + VDD_CORE_V volt -> rail VDD_CORE).
+    """
     rails: dict[str, dict[str, float]] = {}
     for line in (text or "").splitlines():
         m = _PMIC_LINE.match(line)

@@ -15,17 +15,17 @@ unreadable sensor: the reading carries `error` (naming the file or command) and 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import glob
 import math
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+import time
 
 from bitrl_ros.telemetry._files import read_number, read_text, under
 from bitrl_ros.telemetry.board import Board, detect_board
 from bitrl_ros.telemetry.cpu import CpuUsage
-from bitrl_ros.telemetry.pi import Vcgencmd, parse_pmic_adc, pmic_power_w
+from bitrl_ros.telemetry.pi import parse_pmic_adc, pmic_power_w, Vcgencmd
 
 POWER_SOURCES = ("auto", "ina", "pmic", "rapl", "estimate", "none")
 ESTIMATED = "estimated"
@@ -52,6 +52,7 @@ class PowerReading:
 
 class PowerSource:
     """One way of getting board power. `read(now)` never raises."""
+
     name = "none"
     measured = False
 
@@ -81,7 +82,9 @@ class RaplPower(PowerSource):
     """x86 RAPL energy counters (<root>/sys/class/powercap/intel-rapl:N/energy_uj, also used for AMD Zen by the
     kernel's powercap driver). Power is delta energy / delta time between reads, with wraparound at
     max_energy_range_uj. Uses the "psys" (whole platform) domain when present, else the sum of the packages.
-    Since Linux 5.10 energy_uj is readable by root only (CVE-2020-8694): otherwise the reading says so."""
+    Since Linux 5.10 energy_uj is readable by root only (CVE-2020-8694): otherwise the reading says so.
+    """
+
     name = "rapl"
     measured = True
 
@@ -149,7 +152,8 @@ class RaplPower(PowerSource):
 
 def find_hwmon(root: str | os.PathLike = "/", name: str = "auto") -> Path | None:
     """The hwmon directory whose `name` is `name` (or, for "auto", any INA_HWMON_NAMES); an absolute directory
-    path is taken as is (inside root)."""
+    path is taken as is (inside root).
+    """
     if name.startswith("/"):
         p = under(root, name)
         return p if p.is_dir() else None
@@ -162,7 +166,9 @@ def find_hwmon(root: str | os.PathLike = "/", name: str = "auto") -> Path | None
 
 class InaPower(PowerSource):
     """A TI INA219/INA226/INA260-class sensor through the Linux hwmon driver: power1_input (microwatts), else
-    in1_input (bus mV) x curr1_input (mA)."""
+    in1_input (bus mV) x curr1_input (mA).
+    """
+
     measured = True
 
     def __init__(self, root: str | os.PathLike = "/", hwmon_name: str = "auto"):
@@ -189,7 +195,9 @@ class InaPower(PowerSource):
 
 class PmicPower(PowerSource):
     """Raspberry Pi 5 PMIC: sum over rails of current x voltage from `vcgencmd pmic_read_adc`. Covers the
-    SoC/board rails the PMIC sees, not USB peripherals."""
+    SoC/board rails the PMIC sees, not USB peripherals.
+    """
+
     name = "pmic"
     measured = True
 
@@ -209,7 +217,9 @@ class PmicPower(PowerSource):
 
 class EstimatedPower(PowerSource):
     """NOT a measurement: board model idle_w + (max_w - idle_w) x system CPU utilisation. The model numbers are
-    rough assumptions (bitrl_ros.telemetry.board.POWER_MODELS). source is always "estimated"."""
+    rough assumptions (bitrl_ros.telemetry.board.POWER_MODELS). source is always "estimated".
+    """
+
     name = ESTIMATED
     measured = False
 
@@ -232,7 +242,8 @@ def open_power_source(kind: str = "auto", root: str | os.PathLike = "/", board: 
                       timeout_s: float = 1.0) -> PowerSource:
     """The power source for `kind` (POWER_SOURCES). "auto" tries, in order, an INA sensor (only when
     ina_hwmon_name is configured), the Pi 5 PMIC, RAPL, and falls back to the CPU-utilisation estimate. An
-    explicit kind is returned even if it cannot read now (its readings then carry the error)."""
+    explicit kind is returned even if it cannot read now (its readings then carry the error).
+    """
     if kind not in POWER_SOURCES:
         raise ValueError(f"power source must be {' | '.join(POWER_SOURCES)}, got {kind!r}")
     b = board if isinstance(board, Board) else detect_board(root, board)
@@ -264,6 +275,7 @@ def open_power_source(kind: str = "auto", root: str | os.PathLike = "/", board: 
 @dataclass
 class EpisodeEnergy:
     """Energy integrated over one episode (or the part of it after a source switch)."""
+
     joules: float = 0.0
     duration_s: float = 0.0   # time covered by integrated intervals
     source: str | None = None
@@ -282,7 +294,8 @@ class EnergyMeter:
     """Integrates PowerReadings over time, one total per episode. Samples are trapezoid-integrated (interval
     averages, e.g. RAPL, as mean x dt). A reading from another source than the running total's (measured vs
     estimated, or another sensor) never joins it: the running total restarts with the new source and is
-    flagged source_changed."""
+    flagged source_changed.
+    """
 
     def __init__(self, max_gap_s: float = 10.0, keep: int = 100):
         self.max_gap_s = max_gap_s
@@ -319,7 +332,8 @@ class EnergyMeter:
 
     def end_episode(self, episode=None) -> EpisodeEnergy:
         """Close the running total (it belongs to `episode` if given) and start the next one; the last reading
-        carries over as the start of the next episode's first interval."""
+        carries over as the start of the next episode's first interval.
+        """
         done = self.current
         if episode is not None:
             done.episode = episode

@@ -1,11 +1,12 @@
 """CPU temperature from the Linux thermal framework (<root>/sys/class/thermal/thermal_zone*/{type,temp}, temp
 in millidegrees C). The CPU zone is the first whose type names a CPU/SoC sensor (cpu-thermal on a Pi,
-x86_pkg_temp / coretemp / k10temp-style on x86), else the hottest zone."""
+x86_pkg_temp / coretemp / k10temp-style on x86), else the hottest zone.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import glob
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bitrl_ros.telemetry._files import read_number, read_text, under

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from ..bitlinear import BitLinear
-
-ENGINES = ("auto", "torch", "native")
+from ...settings import ENGINES
 
 
 class TorchEngine:

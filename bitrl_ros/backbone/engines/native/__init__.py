@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ....errors import BitrlError
 from ...bert import BertEncoder
 from ...bitlinear import BitLinear
 from ...bitnet import BitNetDecoder
+from ....errors import BitrlError
 
 _HERE = Path(__file__).resolve().parent
 

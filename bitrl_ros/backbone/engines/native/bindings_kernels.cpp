@@ -1,4 +1,4 @@
-// Python bindings of the ternary kernels (kernels.h). N-F's bindings.cpp calls register_kernels(m) from its
+// Python bindings of the ternary kernels (kernels.h); bindings.cpp calls register_kernels(m) from the module's
 // PYBIND11_MODULE. Arrays are numpy; the compute calls release the GIL. ISA arguments are names ("scalar",
 // "avx2", "avx512vnni", "neon") or None for best_isa().
 #include <pybind11/numpy.h>

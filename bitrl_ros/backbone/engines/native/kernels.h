@@ -1,11 +1,7 @@
 // Ternary x int8 matrix kernels of the native engine: the interface the model code and the bindings use.
 //
-// NOTE to N-F (from N-K): no existing signature changed. Added: kActEps, parse_isa, available_isas; best_isa()
-// honours BITRL_NATIVE_ISA; x_sum may be null in the gemm calls; quantize_activations now follows
-// bitlinear.quantize_activations exactly (scale = 127 / max(max|x|, 1e-5) computed as torch does,
-// (1 / m) * 127 in float32, round half to even, clamp [-128, 127]).
-// Sources to compile: kernels.cpp kernels_x86.cpp kernels_neon.cpp bindings_kernels.cpp (+ your bindings.cpp),
-// with baseline flags (no -mavx2/-march=native: the x86 paths use target attributes and run-time dispatch).
+// Compiled with baseline flags (no -mavx2 / -march=native): the x86 paths carry target attributes and are picked
+// at run time, so one build runs on every x86-64 CPU.
 //
 // Weights: a ternary matrix W [out, in] (values -1, 0, +1) with one float scale per tensor (absmean), stored as
 // 2-bit codes (code = w + 1, so 0, 1, 2). Activations: per-token absmax int8 (x_q = round(x * 127 / max|x|)).

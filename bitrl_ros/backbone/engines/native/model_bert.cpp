@@ -1,0 +1,130 @@
+// The BERT-style post-LN encoder (BertModel, model.h): loading and the layer stack.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "model.h"
+#include "model_internal.h"
+#include "ops.h"
+
+namespace bitrl {
+
+BertModel::BertModel(const BertConfig& cfg, int threads) : ModelBase(cfg.hidden_size), cfg_(cfg) {
+  if (cfg.hidden_size <= 0 || cfg.num_heads <= 0 || cfg.hidden_size % cfg.num_heads)
+    throw std::invalid_argument("hidden_size must be a positive multiple of num_heads");
+  if (cfg.num_layers < 1 || cfg.intermediate_size < 1 || cfg.vocab_size < 1 || cfg.max_position < 1 ||
+      cfg.type_vocab_size < 1)
+    throw std::invalid_argument("invalid BERT config");
+  layers_.resize(cfg.num_layers);
+  set_threads(threads);
+}
+
+void BertModel::set_tensor(const std::string& name, int layer, const float* data, size_t n) {
+  const size_t H = cfg_.hidden_size;
+  if (layer < 0) {
+    if (name == "word") return copy_vec(word_, data, n, H * cfg_.vocab_size, name);
+    if (name == "position") return copy_vec(position_, data, n, H * cfg_.max_position, name);
+    if (name == "token_type") return copy_vec(token_type_, data, n, H * cfg_.type_vocab_size, name);
+    if (name == "emb_norm.weight") return copy_vec(emb_norm_w_, data, n, H, name);
+    if (name == "emb_norm.bias") return copy_vec(emb_norm_b_, data, n, H, name);
+    throw std::invalid_argument("unknown BERT tensor '" + name + "'");
+  }
+  if (layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
+  Layer& L = layers_[layer];
+  if (name == "attn_norm.weight") return copy_vec(L.attn_norm_w, data, n, H, name);
+  if (name == "attn_norm.bias") return copy_vec(L.attn_norm_b, data, n, H, name);
+  if (name == "ffn_norm.weight") return copy_vec(L.ffn_norm_w, data, n, H, name);
+  if (name == "ffn_norm.bias") return copy_vec(L.ffn_norm_b, data, n, H, name);
+  throw std::invalid_argument("unknown BERT layer tensor '" + name + "'");
+}
+
+void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
+                           const float* bias) {
+  if (layer < 0 || layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
+  const int H = cfg_.hidden_size, I = cfg_.intermediate_size;
+  Layer& L = layers_[layer];
+  TernaryLinear* l = nullptr;
+  int eo = H, ei = H;
+  if (name == "q") l = &L.q;
+  else if (name == "k") l = &L.k;
+  else if (name == "v") l = &L.v;
+  else if (name == "o") l = &L.o;
+  else if (name == "up") { l = &L.up; eo = I; }
+  else if (name == "down") { l = &L.down; ei = I; }
+  else throw std::invalid_argument("unknown BERT linear '" + name + "'");
+  set_linear_impl(*l, name, w, out, in, scale, bias, eo, ei, true);
+  note_linear(*l);
+}
+
+void BertModel::check_ready() const {
+  if (word_.empty() || position_.empty() || token_type_.empty() || emb_norm_w_.empty() || emb_norm_b_.empty())
+    throw std::runtime_error("BERT model: embedding tensors not set");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& L = layers_[i];
+    if (!(L.q.set && L.k.set && L.v.set && L.o.set && L.up.set && L.down.set) || L.attn_norm_w.empty() ||
+        L.attn_norm_b.empty() || L.ffn_norm_w.empty() || L.ffn_norm_b.empty())
+      throw std::runtime_error("BERT model: layer " + std::to_string(i) + " is incomplete");
+  }
+}
+
+void BertModel::ensure_model_scratch(int n_tokens) {
+  size_t n = static_cast<size_t>(n_tokens);
+  reserve_vec(q_, n * cfg_.hidden_size);
+  reserve_vec(k_, n * cfg_.hidden_size);
+  reserve_vec(v_, n * cfg_.hidden_size);
+  reserve_vec(ctx_, n * cfg_.hidden_size);
+  reserve_vec(tmp_, n * cfg_.hidden_size);
+  reserve_vec(ff_, n * cfg_.intermediate_size);
+}
+
+size_t BertModel::model_scratch_bytes() const {
+  return vec_bytes(q_) + vec_bytes(k_) + vec_bytes(v_) + vec_bytes(ctx_) + vec_bytes(tmp_) + vec_bytes(ff_);
+}
+
+void BertModel::run_stack(int n) {
+  const int H = cfg_.hidden_size, nh = cfg_.num_heads, hd = H / nh, I = cfg_.intermediate_size;
+  const float eps = cfg_.layer_norm_eps;
+  float* x = x_.data();
+  for (int t = 0; t < n; ++t) {
+    const float* w = word_.data() + static_cast<size_t>(tok_ids_[t]) * H;
+    const float* p = position_.data() + static_cast<size_t>(tok_pos_[t]) * H;
+    const float* ty = token_type_.data();  // token type 0
+    float* r = x + static_cast<size_t>(t) * H;
+    for (int d = 0; d < H; ++d) r[d] = w[d] + p[d] + ty[d];
+  }
+  add_layer_norm(x, nullptr, n, H, emb_norm_w_.data(), emb_norm_b_.data(), eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int batch = batch_;
+  int64_t attn_work = 0;
+  for (int b = 0; b < batch; ++b) attn_work += static_cast<int64_t>(seq_len_[b]) * seq_len_[b];
+  attn_work *= 2 * H;
+
+  for (const Layer& L : layers_) {
+    {
+      const TernaryLinear* lins[3] = {&L.q, &L.k, &L.v};
+      float* ys[3] = {q_.data(), k_.data(), v_.data()};
+      linears(x, n, lins, ys, 3);
+    }
+    parallel(attn_work, batch * nh, [&](int task, int t) {
+      float* scores = attn_[t].data();
+      {
+        int b = task / nh, h = task % nh;
+        int s0 = seq_start_[b], len = seq_len_[b];
+        const float* kb = k_.data() + static_cast<size_t>(s0) * H + h * hd;
+        const float* vb = v_.data() + static_cast<size_t>(s0) * H + h * hd;
+        for (int i = 0; i < len; ++i) {
+          size_t row = static_cast<size_t>(s0 + i) * H + h * hd;
+          attend_row(q_.data() + row, kb, vb, H, len, hd, scale, scores, ctx_.data() + row);
+        }
+      }
+    });
+    linear(ctx_.data(), n, L.o, tmp_.data());
+    add_layer_norm(x, tmp_.data(), n, H, L.attn_norm_w.data(), L.attn_norm_b.data(), eps);
+    linear(x, n, L.up, ff_.data());
+    gelu_inplace(ff_.data(), static_cast<size_t>(n) * I);
+    linear(ff_.data(), n, L.down, tmp_.data());
+    add_layer_norm(x, tmp_.data(), n, H, L.ffn_norm_w.data(), L.ffn_norm_b.data(), eps);
+  }
+}
+
+}  // namespace bitrl
