@@ -39,7 +39,7 @@ def metric_table(title: str, rows):
 def cmd_train(args) -> int:
     from rich.console import Console
 
-    from bitrl_ros.config import load_train_config
+    from bitrl_ros.config import load_run_config, load_train_config
     from bitrl_ros.train import Trainer
 
     overrides = _parse_set(args.set)
@@ -47,7 +47,12 @@ def cmd_train(args) -> int:
                        ("seed", args.seed), ("torch_threads", args.threads)):
         if value is not None:
             overrides[key] = value
-    cfg = load_train_config(args.config, overrides)
+    if args.resume:
+        if args.config is not None:
+            raise BitrlError("--resume reads the run's own config.json; leave out --config")
+        cfg = load_run_config(args.run_dir, overrides)  # the run's own settings; flags must agree with them
+    else:
+        cfg = load_train_config(args.config, overrides)
     console = Console()
     console.print(f"[bold]bitrl train[/] env={cfg.env} backbone={cfg.backbone} steps={cfg.total_steps} "
                   f"seed={cfg.seed} threads={cfg.torch_threads}")
@@ -61,6 +66,7 @@ def cmd_train(args) -> int:
         ("first step with mean return >= solved", str(result.first_solved_step)),
         ("deterministic eval return", "-" if result.eval_mean_return is None else f"{result.eval_mean_return:.1f}"),
         ("env steps/s", f"{result.steps_per_s:.0f}"),
+        ("PPO updates undone", str(result.failed_updates)),
         ("embedding cache hit rate", "-" if result.cache_hit_rate is None else f"{result.cache_hit_rate:.1%}"),
         ("mean tokens per state", f"{result.mean_tokens:.1f}"),
         ("wall time", f"{result.wall_s:.0f} s"),
@@ -245,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     train.add_argument("--run-dir", default=None, help="run folder (default: runs/<env>-<backbone>-s<seed>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its checkpoint, with the run's own config.json "
+                            "(--steps may extend it; other flags must agree with the run)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.readout=fields")
     train.add_argument("--no-progress", action="store_true")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _apply_overrides(section: dict, overrides: dict[str, Any] | None) -> None:
+    for dotted, value in (overrides or {}).items():
+        node = section
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+
+
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read the `train` section of a YAML file, apply dotted-key overrides, validate."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -109,13 +119,47 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     section = copy.deepcopy(data.get("train", {}))
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: 'train' must be a mapping")
+    _apply_overrides(section, overrides)
+    return train_config_from_section(section, str(path))
+
+
+# What a resume may change: the budget and how the run is computed, never what it learns from or how.
+RESUMABLE = ("total_steps", "torch_threads", "eval_episodes", "run_dir", "features.engine", "features.cache_size")
+RUN_CONFIG = "config.json"
+
+
+def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The configuration a run was started with (its config.json), for `bitrl train --resume`. An override of a
+    RESUMABLE key is applied; any other override must equal the run's value, or it is refused."""
+    path = Path(run_dir) / RUN_CONFIG
+    try:
+        recorded = json.loads(path.read_text())
+        section, resolved_ppo = recorded["train"], recorded.get("ppo_resolved", {})
+        if not isinstance(section, dict) or not isinstance(resolved_ppo, dict):
+            raise TypeError("'train' and 'ppo_resolved' must be mappings")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; --resume needs the run folder of a `bitrl train` run") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: unreadable run configuration ({type(exc).__name__}: {exc})") from None
+    section = copy.deepcopy(section)
     for dotted, value in (overrides or {}).items():
-        node = section
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    where = str(path)
+        if dotted in RESUMABLE:
+            continue
+        if dotted == "features.pooling":
+            dotted = "features.readout"
+        node = {**section, "ppo": {**resolved_ppo, **section.get("ppo", {})}}
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != value:
+            raise ConfigError(f"{path}: this run was trained with {dotted} = {node!r}; a resume cannot change it to "
+                              f"{value!r} (leave it out to keep the run's value, or start a new run)")
+    _apply_overrides(section, {k: v for k, v in (overrides or {}).items() if k in RESUMABLE})
+    return train_config_from_section(section, str(path))
+
+
+def train_config_from_section(section: dict, where: str) -> TrainConfig:
+    """A validated TrainConfig from the `train` mapping (YAML or a run's config.json); `where` names the source."""
+    section = dict(section)
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(section) - known)
     if unknown:

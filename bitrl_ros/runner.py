@@ -157,6 +157,8 @@ def summarize(bridge: BridgeStats, policy: PolicyStats | None, wall_s: float, ch
         "clipped_actions": bridge.clipped_actions,
         "safe_actions": policy.safe_actions if policy is not None else 0,
         "rollouts_dropped": policy.rollouts_dropped if policy is not None else 0,
+        "failed_updates": policy.failed_updates if policy is not None else 0,
+        "learning_stopped": policy.learning_stopped if policy is not None else False,
         "checkpoint": checkpoint,
     }
 
@@ -316,6 +318,8 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("observation->action latency p50 / p99", f"{ms(s['latency_ms_p50'])} / {ms(s['latency_ms_p99'])}"),
         ("fallback actions (bridge)", str(s["fallbacks"])),
         ("safe actions (policy)", str(s["safe_actions"])),
+        ("PPO updates undone", str(s.get("failed_updates", 0))
+         + (" (learning stopped)" if s.get("learning_stopped") else "")),
         ("wall time", f"{s['wall_s']:.1f} s"),
         ("checkpoint", s["checkpoint"]),
         ("learning curve", s.get("plot", "-")),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bitrl_ros.backbone import load_backbone
-from bitrl_ros.config import TrainConfig
+from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
 from bitrl_ros.rl.evaluation import evaluate_policy, RETURN_WINDOW
@@ -47,6 +47,7 @@ class TrainResult:
     mean_tokens: float
     wall_s: float
     episode_returns: list[float] = field(default_factory=list)
+    failed_updates: int = 0  # PPO updates undone (non-finite or exploding; see rl.learner.update_problem)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -93,7 +94,7 @@ class Trainer:
             self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
             normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
             checkpoint_dir=self.run_dir / "checkpoint", extra_state=self._extra_state, on_update=self._on_update,
-            layout=self.encoder.layout)
+            layout=self.encoder.layout, on_failure=self._on_failed_update)
         self.global_step = 0
         self.update_idx = 0
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
@@ -103,9 +104,9 @@ class Trainer:
         self._step_start = 0
         if resume:
             self._resume()
-        else:
-            (self.run_dir / "config.json").write_text(json.dumps(
-                {"train": cfg.to_dict(), "ppo_resolved": self.ppo_cfg.to_dict()}, indent=2))
+        # A resume rewrites it too: the same settings, with its budget (total_steps) as extended.
+        (self.run_dir / RUN_CONFIG).write_text(json.dumps(
+            {"train": cfg.to_dict(), "ppo_resolved": self.ppo_cfg.to_dict()}, indent=2))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _extra_state(self) -> dict:
@@ -159,6 +160,11 @@ class Trainer:
         self._metrics_file.flush()
         self._bar.update(self.global_step, len(self.episode_log), self.mean_return(), sps)
 
+    def _on_failed_update(self, problem: str, stopped: bool) -> None:
+        self.log(f"PPO update undone at step {self.global_step}: {problem}; the previous weights are kept"
+                 + (f"; learning stopped after {self.learner.consecutive_failures} failed updates in a row"
+                    if stopped else ""))
+
     def mean_return(self) -> float:
         recent = [r for _, r, _ in self.episode_log[-RETURN_WINDOW:]]
         return float(np.mean(recent)) if recent else float("nan")
@@ -206,7 +212,7 @@ class Trainer:
             mean_return=self.mean_return(), first_solved_step=self.first_solved_step(),
             steps_per_s=(self.global_step - step_start) / max(wall, 1e-9), eval_mean_return=eval_return,
             cache_hit_rate=enc.get("cache_hit_rate"), mean_tokens=enc["mean_tokens"], wall_s=wall,
-            episode_returns=[r for _, r, _ in self.episode_log],
+            episode_returns=[r for _, r, _ in self.episode_log], failed_updates=self.learner.failed_updates,
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
         plot_learning_curve(self.episode_log, self.run_dir / "learning_curve.png",

@@ -156,6 +156,24 @@ def test_lockstep_learns_checkpoints_and_resumes(harness, tmp_path):
     assert h2.node.episodes == saved["extra"]["episodes"]
 
 
+@pytest.mark.slow
+def test_an_undone_update_is_an_error_on_diagnostics_and_acting_goes_on(harness, tmp_path):
+    ckpt = tmp_path / "checkpoint"
+    h = harness("t_pv_heal", checkpoint_dir=str(ckpt), **SMALL_PPO)
+    h.send(0, 0, [0.0, 0.0, 0.01, 0.0])
+    h.action_for(0, 0)  # the first encoded state built the learner
+    first = next(h.node.learner.ppo.policy.parameters())
+    first.register_hook(lambda grad: grad * float("nan"))  # every update of this node is poisoned
+    run_cartpole(h, 200, stop=lambda: h.node.learner.failed_updates >= 1)
+    wait_for(lambda: any(s.name.endswith("learning") for s in h.statuses), what="the learning status")
+    status = next(s for s in h.statuses if s.name.endswith("learning"))
+    assert status_level(status) == ERROR and "undone" in status.message and "non-finite" in status.message
+    assert h.node.updates == 0 and not ckpt.exists() and not h.stats  # no bad weights saved or announced
+    assert h.node.stats().failed_updates >= 1 and h.node.learner.actor.finite()
+    h.send(50, 0, [0.0, 0.0, 0.01, 0.0])
+    assert not h.action_for(50, 0).safe_action  # the policy keeps acting on its last good weights
+
+
 def test_invalid_observation_gets_safe_action_and_never_reaches_learner(harness, tmp_path):
     h = harness("t_pv_invalid", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
     good = [0.01, 0.0, 0.02, 0.0]

@@ -109,3 +109,42 @@ def test_evaluate_policy_runs_greedy_episodes_without_learning():
     assert len(a.returns) == 3 and a.returns == b.returns and a.lengths == b.lengths  # deterministic
     assert a.returns == [float(n) for n in a.lengths]  # CartPole pays 1 per step
     assert np.array_equal(learner.feature_norm.rms.mean, mean_before) and learner.buffer.step == 0
+
+
+def _nan_gradients(learner):
+    """Make every later backward pass give the policy's first layer NaN gradients (a poisoned update)."""
+    first = next(learner.ppo.policy.parameters())
+    return first.register_hook(lambda grad: grad * float("nan"))
+
+
+def test_a_nan_update_is_undone_and_learning_goes_on(tmp_path):
+    failures = []
+    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, checkpoint_dir=tmp_path / "ckpt",
+                            on_failure=lambda problem, stopped: failures.append((problem, stopped)))
+    _bandit_stream(learner, 128 + 1)  # one good update
+    good = {k: v.clone() for k, v in learner.ppo.policy.state_dict().items()}
+    saved = (tmp_path / "ckpt" / "state.json").read_text()
+    hook = _nan_gradients(learner)
+    _bandit_stream(learner, 128, seed=1)  # the second update is poisoned
+    hook.remove()
+    assert learner.failed_updates == 1 and failures == [(learner.last_problem, False)]
+    assert "non-finite" in learner.last_problem and learner.ppo.num_updates == 1
+    assert all(torch.equal(good[k], v) for k, v in learner.ppo.policy.state_dict().items())
+    assert learner.ppo.finite() and (tmp_path / "ckpt" / "state.json").read_text() == saved  # no bad checkpoint
+    _bandit_stream(learner, 128, seed=2)  # learning goes on
+    assert learner.ppo.num_updates == 2 and learner.consecutive_failures == 0 and not learner.learning_stopped
+
+
+def test_repeated_failures_stop_learning_but_not_acting():
+    from bitrl_ros.rl.learner import MAX_CONSECUTIVE_FAILURES
+
+    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False)
+    initial = {k: v.clone() for k, v in learner.ppo.policy.state_dict().items()}
+    _nan_gradients(learner)
+    _bandit_stream(learner, 128 * (MAX_CONSECUTIVE_FAILURES + 2) + 1)
+    assert learner.learning_stopped and learner.failed_updates == MAX_CONSECUTIVE_FAILURES
+    assert learner.ppo.num_updates == 0
+    assert all(torch.equal(initial[k], v) for k, v in learner.ppo.policy.state_dict().items())
+    x = learner.normalize(np.ones((1, 4), dtype=np.float32), update=False)
+    actions, _, values = learner.act(x, learn=False)  # still acting, on the last good weights
+    assert actions.shape == (1,) and np.isfinite(values).all()

@@ -71,6 +71,26 @@ def test_cli_train_writes_run_folder_and_resumes(tmp_path, capsys):
         assert [int(r["update"]) for r in csv.DictReader(f)] == [1, 2]
 
 
+def test_resume_restores_the_runs_own_configuration(tmp_path, capsys):
+    run = tmp_path / "mlp-run"
+    assert main(["train", "--backbone", "mlp", "--steps", "2048", "--seed", "3", "--run-dir", str(run),
+                 "--no-progress", "--set", "eval_episodes=0", "--set", "ppo.clip_coef=0.2"]) == 0
+    # The restart command a user types after a kill: nothing but the run folder (and a longer budget).
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "4096", "--no-progress"]) == 0
+    resumed = json.loads((run / "config.json").read_text())["train"]
+    assert (resumed["backbone"], resumed["seed"], resumed["total_steps"]) == ("mlp", 3, 4096)
+    assert resumed["ppo"]["clip_coef"] == 0.2
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 4096
+    capsys.readouterr()
+    # A flag that would change what the run learns is refused, naming the key and both values.
+    rc = main(["train", "--run-dir", str(run), "--resume", "--steps", "6144", "--no-progress",
+               "--set", "ppo.clip_coef=0.3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ppo.clip_coef = 0.2" in err and "0.3" in err and "Traceback" not in err
+    assert main(["train", "--run-dir", str(run), "--resume", "--backbone", "mlp", "--seed", "3", "--steps", "4096",
+                 "--no-progress"]) == 0  # flags that agree with the run are fine
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     rc = main(["train", "--backbone", "mlp", "--set", "ppo.gamma=1.5", "--run-dir", str(tmp_path / "x")])
     assert rc == 2

@@ -140,11 +140,14 @@ class PolicyValueNode(Node):
         return self.learner.rollouts_dropped if self.learner is not None else 0
 
     def stats(self) -> PolicyStats:
+        learner = self.learner
         with self._lock:
             returns = tuple(self.episode_returns)
         return PolicyStats(episode_returns=returns, updates=self.updates,
                            resumed_updates=self.restored.get("updates", 0), safe_actions=self.safe_actions,
-                           rollouts_dropped=self.rollouts_dropped, actions_published=self.actions_published)
+                           rollouts_dropped=self.rollouts_dropped, actions_published=self.actions_published,
+                           failed_updates=learner.failed_updates if learner is not None else 0,
+                           learning_stopped=learner is not None and learner.learning_stopped)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop acting and wait (bounded) for a running PPO update; its checkpoint is written atomically, so a
@@ -255,7 +258,8 @@ class PolicyValueNode(Node):
             self.feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
             checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
-            extra_state=self._extra_state, on_update=self._on_update, layout=self.layout)
+            extra_state=self._extra_state, on_update=self._on_update, layout=self.layout,
+            on_failure=self._on_failed_update)
         ckpt = Path(p["checkpoint_dir"])
         aside = ckpt.parent / f".{ckpt.name}.previous"  # a save that died between its renames (see checkpoint.py)
         if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
@@ -393,6 +397,20 @@ class PolicyValueNode(Node):
         if self.learner is not None:
             self.learner.discard_pending()
         self._pending_key = None
+
+    def _on_failed_update(self, problem: str, stopped: bool) -> None:
+        """Runs in the learner's worker thread when an update was undone (update_problem)."""
+        learner = self.learner
+        message = f"PPO update undone: {problem}; acting on the previous weights"
+        if stopped:
+            message += f"; learning stopped after {learner.consecutive_failures} failed updates in a row"
+        self.get_logger().error(message)
+        try:
+            self._diagnose("learning", ERROR, message, {"failed updates": learner.failed_updates,
+                                                        "learning stopped": learner.learning_stopped})
+        except Exception as exc:  # the context may be shutting down under a late update
+            if not self._closing:
+                self.get_logger().warning(f"could not publish the learning status: {exc}")
 
     def _diagnose(self, component: str, level: int, message: str, values: dict) -> None:
         arr = DiagnosticArray()

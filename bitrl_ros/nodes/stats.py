@@ -33,6 +33,8 @@ class PolicyStats:
     safe_actions: int
     rollouts_dropped: int
     actions_published: int
+    failed_updates: int                   # updates undone (non-finite or exploding)
+    learning_stopped: bool
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ reference and the actor loads them at its next act(): an update never delays an 
 while the previous update is still running is dropped by update_if_ready() and counted (rollouts_dropped), never
 waited for; record() refuses to add to a full rollout instead of dropping it. After every update the checkpoint
 is replaced atomically.
+
+An update that produces a non-finite statistic or weight, or an exploding one (update_problem), is undone: the
+weights and optimizer states of before it are put back, no checkpoint is written and on_failure is told; after
+MAX_CONSECUTIVE_FAILURES undone updates in a row learning stops and acting continues on the last good weights.
 """
 from __future__ import annotations
 
@@ -32,14 +36,36 @@ from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
 from bitrl_ros.rl.ppo import PPO, PPOConfig
 
 
+# An update is undone when a statistic or a weight is not finite, or when it moved the policy further than PPO's
+# clipping allows for any sane step (approx-KL, which stays around 0.01 here, above 1: an exploding update).
+MAX_APPROX_KL = 1.0
+MAX_CONSECUTIVE_FAILURES = 3  # then learning stops; acting goes on with the last good weights
+CHECKED_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
+
+
+def update_problem(stats: dict, ppo: PPO) -> str | None:
+    """Why an update must be undone, or None when it is healthy."""
+    for key in CHECKED_STATS:
+        if not np.isfinite(stats.get(key, 0.0)):
+            return f"non-finite {key} ({stats[key]})"
+    if not ppo.finite():
+        return "non-finite weights"
+    if stats.get("approx_kl", 0.0) > MAX_APPROX_KL:
+        return f"exploding update (approx_kl {stats['approx_kl']:.3g} > {MAX_APPROX_KL})"
+    return None
+
+
 class OnlineLearner:
     def __init__(self, feature_dim: int, action_space, config: PPOConfig, seed: int = 0,
                  normalize_features: bool = True, normalize_reward: bool = True,
                  checkpoint_dir: str | Path | None = None, background: bool = False,
                  extra_state: Callable[[], dict] | None = None,
-                 on_update: Callable[[dict], None] | None = None, layout=None):
+                 on_update: Callable[[dict], None] | None = None, layout=None,
+                 on_failure: Callable[[str, bool], None] | None = None):
         """layout: the FeatureLayout of the features (recorded in checkpoints, checked on load; it also says
         which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests).
+        on_failure(problem, stopped): called (in the updating thread) when an update was undone; stopped says
+        that learning has stopped after MAX_CONSECUTIVE_FAILURES in a row.
         """
         if layout is not None and layout.feature_dim != feature_dim:
             raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
@@ -56,6 +82,11 @@ class OnlineLearner:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.extra_state = extra_state or (lambda: {})
         self.on_update = on_update
+        self.on_failure = on_failure
+        self.failed_updates = 0          # updates undone (non-finite or exploding), in total
+        self.consecutive_failures = 0
+        self.learning_stopped = False    # after MAX_CONSECUTIVE_FAILURES: act on the last good weights only
+        self.last_problem: str | None = None
         self.buffer = self.ppo.make_buffer()
         self.policy_version = 0
         self.rollouts_dropped = 0
@@ -123,6 +154,9 @@ class OnlineLearner:
         """Start an update when the rollout is full. next_features: normalized features after the last step."""
         if not self.buffer.full:
             return False
+        if self.learning_stopped:
+            self.buffer.reset()
+            return False
         if self.updating:
             self.buffer.reset()
             self.rollouts_dropped += 1
@@ -149,7 +183,13 @@ class OnlineLearner:
 
     def _run_update(self, rollout, last_values, last_dones, extra) -> None:
         t0 = time.perf_counter()
+        before = self.ppo.snapshot()
         stats = self.ppo.update(rollout, last_values, last_dones)
+        problem = update_problem(stats, self.ppo)
+        if problem is not None:
+            self._undo(before, problem)
+            return
+        self.consecutive_failures = 0
         stats["update_ms"] = 1000 * (time.perf_counter() - t0)
         version = self.ppo.num_updates
         if self.background:
@@ -165,6 +205,17 @@ class OnlineLearner:
         self.last_stats = stats
         if self.on_update is not None:
             self.on_update(stats)
+
+    def _undo(self, before: dict, problem: str) -> None:
+        """Put back the weights and optimizer states of before the update; no checkpoint, no new weights."""
+        self.ppo.restore(before)
+        self.failed_updates += 1
+        self.consecutive_failures += 1
+        self.last_problem = problem
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            self.learning_stopped = True
+        if self.on_failure is not None:
+            self.on_failure(problem, self.learning_stopped)
 
     def _swap_in_new_weights(self) -> None:
         if self._new_weights is None:

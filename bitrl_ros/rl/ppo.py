@@ -1,5 +1,7 @@
 """PPO on frozen-backbone features: two heads, two Adam optimizers, clipped surrogate + value MSE + entropy bonus."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -91,6 +93,27 @@ class PPO:
             return cfg.policy_lr, cfg.value_lr
         frac = max(0.0, 1.0 - self.num_updates / (cfg.total_timesteps // cfg.batch_size))
         return frac * cfg.policy_lr, frac * cfg.value_lr
+
+    def snapshot(self) -> dict:
+        """Everything an update changes (weights, Adam states, generators, the update counter), copied."""
+        return copy.deepcopy({
+            "policy": self.policy.state_dict(), "value": self.value_head.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+            "value_optimizer": self.value_optimizer.state_dict(),
+            "shuffle_generator": self.shuffle_generator.get_state(), "num_updates": self.num_updates})
+
+    def restore(self, snapshot: dict) -> None:
+        """Undo everything since snapshot() (e.g. an update that produced non-finite weights)."""
+        self.policy.load_state_dict(snapshot["policy"])
+        self.value_head.load_state_dict(snapshot["value"])
+        self.policy_optimizer.load_state_dict(snapshot["policy_optimizer"])
+        self.value_optimizer.load_state_dict(snapshot["value_optimizer"])
+        self.shuffle_generator.set_state(snapshot["shuffle_generator"])
+        self.num_updates = snapshot["num_updates"]
+
+    def finite(self) -> bool:
+        """Whether every weight of both heads is finite."""
+        return all(bool(torch.isfinite(p).all()) for p in (*self.policy.parameters(), *self.value_head.parameters()))
 
     def update(self, buffer: RolloutBuffer, last_values: np.ndarray, last_dones: np.ndarray | None = None) -> dict:
         """Run update_epochs of minibatch PPO on a full buffer; return mean statistics as floats.
