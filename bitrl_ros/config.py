@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, field
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,8 @@ RUN_CONFIG = "config.json"
 
 def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The configuration a run was started with (its config.json), for `bitrl train --resume`. An override of a
-    RESUMABLE key is applied; any other override must equal the run's value, or it is refused."""
+    RESUMABLE key is applied; any other override must equal the run's value, or it is refused.
+    """
     path = Path(run_dir) / RUN_CONFIG
     try:
         recorded = json.loads(path.read_text())
