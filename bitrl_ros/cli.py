@@ -67,6 +67,7 @@ def cmd_train(args) -> int:
         ("deterministic eval return", "-" if result.eval_mean_return is None else f"{result.eval_mean_return:.1f}"),
         ("env steps/s", f"{result.steps_per_s:.0f}"),
         ("PPO updates undone", str(result.failed_updates)),
+        ("glitches (observations / rewards)", f"{result.glitched_observations} / {result.glitched_rewards}"),
         ("embedding cache hit rate", "-" if result.cache_hit_rate is None else f"{result.cache_hit_rate:.1%}"),
         ("mean tokens per state", f"{result.mean_tokens:.1f}"),
         ("wall time", f"{result.wall_s:.0f} s"),

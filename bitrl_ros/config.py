@@ -17,8 +17,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train.yaml
 SerializerConfig = settings.config_class("SerializerConfig", settings.SERIALIZER, __name__)
 FeatureConfig = settings.config_class("FeatureConfig", settings.FEATURES, __name__)
 NormalizeConfig = settings.config_class("NormalizeConfig", settings.NORMALIZE, __name__)
+GuardConfig = settings.config_class("GuardConfig", settings.GUARD, __name__)
 _SECTIONS = {"serializer": (SerializerConfig, settings.SERIALIZER), "features": (FeatureConfig, settings.FEATURES),
-             "normalize": (NormalizeConfig, settings.NORMALIZE)}
+             "normalize": (NormalizeConfig, settings.NORMALIZE), "guard": (GuardConfig, settings.GUARD)}
 
 
 class _TrainConfigMethods:
@@ -165,11 +166,8 @@ def train_config_from_section(section: dict, where: str) -> TrainConfig:
     unknown = sorted(set(section) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key 'train.{unknown[0]}' (known keys: {', '.join(sorted(known))})")
-    nested = {
-        "serializer": _build(SerializerConfig, section.pop("serializer", None), where, "train.serializer."),
-        "features": _build(FeatureConfig, section.pop("features", None), where, "train.features."),
-        "normalize": _build(NormalizeConfig, section.pop("normalize", None), where, "train.normalize."),
-    }
+    nested = {name: _build(cls, section.pop(name, None), where, f"train.{name}.")
+              for name, (cls, _) in _SECTIONS.items()}
     ppo = section.pop("ppo", None) or {}
     if not isinstance(ppo, dict):
         raise _refuse(where, "train.ppo", ppo, "a mapping")

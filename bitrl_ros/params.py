@@ -39,6 +39,7 @@ NODE_PPO = [_PPO[name].as_ros_parameter(f"ppo.{name}", **({"default": settings.N
                                                           if name in settings.NODE_PPO_DEFAULTS else {}))
             for name in settings.NODE_PPO]
 _NORMALIZE = settings.by_name(settings.NORMALIZE)
+_GUARD = settings.by_name(settings.GUARD)
 _BACKBONE = settings.BACKBONE.as_ros_parameter(description="backbone id or model dir (frozen); the serializer "
                                                "uses its tokenizer to produce token_ids")
 
@@ -64,6 +65,7 @@ SCHEMAS: dict[str, list[Setting]] = {
         Setting("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
         _NORMALIZE["features"].as_ros_parameter("normalize_features"),
         _NORMALIZE["reward"].as_ros_parameter("normalize_reward"),
+        _GUARD["policy"].as_ros_parameter("glitch_policy"), _GUARD["reward_bound"], _GUARD["obs_bound_factor"],
         Setting("checkpoint_dir", "runs/agent/checkpoint", "checkpoint directory (written after every update)"),
         Setting("resume", True, "resume from checkpoint_dir when a checkpoint is there"),
         Setting("safe_action", "zero", "action on watchdog/invalid input: zero or hold the last",

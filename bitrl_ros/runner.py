@@ -158,6 +158,7 @@ def summarize(bridge: BridgeStats, policy: PolicyStats | None, wall_s: float, ch
         "safe_actions": policy.safe_actions if policy is not None else 0,
         "rollouts_dropped": policy.rollouts_dropped if policy is not None else 0,
         "failed_updates": policy.failed_updates if policy is not None else 0,
+        "glitches": policy.glitches if policy is not None else 0,
         "learning_stopped": policy.learning_stopped if policy is not None else False,
         "checkpoint": checkpoint,
     }
@@ -318,6 +319,7 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("observation->action latency p50 / p99", f"{ms(s['latency_ms_p50'])} / {ms(s['latency_ms_p99'])}"),
         ("fallback actions (bridge)", str(s["fallbacks"])),
         ("safe actions (policy)", str(s["safe_actions"])),
+        ("glitches (policy)", str(s.get("glitches", 0))),
         ("PPO updates undone", str(s.get("failed_updates", 0))
          + (" (learning stopped)" if s.get("learning_stopped") else "")),
         ("wall time", f"{s['wall_s']:.1f} s"),

@@ -211,6 +211,16 @@ NORMALIZE = (
     Setting("reward", True, "scale rewards by the running std of the discounted return"),
 )
 
+# -- train.guard: glitch bounds on observations and rewards (rl/guard.py) ------------------------------------------
+GLITCH_POLICIES = ("reject", "clip", "off")
+GUARD = (
+    Setting("policy", "reject", "a value out of its bounds: reject (the last good observation / reward 0 is used "
+            "instead), clip (to the bound) or off (used as it is); counted in every case", choices=GLITCH_POLICIES),
+    Setting("reward_bound", 1000.0, "|reward| above this is a glitch", 0.0, None, low_open=True),
+    Setting("obs_bound_factor", 100.0, "where the env's observation space is unbounded, a field beyond this many "
+            "times its fitted scale (serialize/field_scales.json) is a glitch", 1.0, None),
+)
+
 # -- train (top level) --------------------------------------------------------------------------------------------
 SEED = Setting("seed", 0, "seed of the environments, the heads and action sampling", 0, 2**31 - 1)
 BACKBONE = Setting("backbone", DEFAULT_BACKBONE, "backbone id (bitrl backbones) or a model directory; mlp: the "

@@ -22,6 +22,7 @@ from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
 from bitrl_ros.rl.evaluation import evaluate_policy, RETURN_WINDOW
+from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
@@ -48,6 +49,8 @@ class TrainResult:
     wall_s: float
     episode_returns: list[float] = field(default_factory=list)
     failed_updates: int = 0  # PPO updates undone (non-finite or exploding; see rl.learner.update_problem)
+    glitched_observations: int = 0  # observations / rewards out of the train.guard bounds (rl/guard.py)
+    glitched_rewards: int = 0
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -77,14 +80,19 @@ def _episode_infos(infos: dict):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False,
-                 progress: bool = True, log=print):
+                 progress: bool = True, log=print, env_wrapper=None):
+        """env_wrapper: applied to every training env (e.g. envs.faults.SensorGlitch); evaluation is clean."""
         self.cfg = cfg
         self.log = log
         self.progress = progress
         torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
         self.ppo_cfg = PPOConfig.from_dict(cfg.ppo)
-        self.envs = make_vec_env(cfg.env, self.ppo_cfg.num_envs, cfg.seed)
+        self.envs = make_vec_env(cfg.env, self.ppo_cfg.num_envs, cfg.seed, wrapper=env_wrapper)
+        self.guard = InputGuard.for_env(cfg.env, self.envs.single_observation_space, cfg.guard.reward_bound,
+                                        cfg.guard.policy, cfg.guard.obs_bound_factor)
+        self._returns = np.zeros(self.ppo_cfg.num_envs)  # each env's episode return so far, accepted rewards only
+        self._last_good = None                             # each env's last accepted observation
         self.continuous = not hasattr(self.envs.single_action_space, "n")
         self.encoder = build_state_encoder(cfg)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -133,19 +141,30 @@ class Trainer:
             actions, _, _ = learner.act(feats)
             env_actions = clip_action(actions, self.envs.single_action_space) if self.continuous else actions
             obs, rewards, terminated, truncated, infos = self.envs.step(env_actions)
+            previous = self._last_good
+            obs = self._accept(obs)
+            rewards, _ = self.guard.rewards(rewards)
+            self._returns += rewards
             final = None
             cut = np.flatnonzero(np.logical_and(truncated, np.logical_not(terminated)))
             if len(cut):
                 # Truncation is not failure: the learner bootstraps from the state the time limit cut off.
+                cut_obs, _ = self.guard.observations(np.stack([infos["final_obs"][i] for i in cut]), previous[cut])
                 final = np.zeros_like(feats)
-                final[cut] = learner.normalize(self.encoder(np.stack([infos["final_obs"][i] for i in cut])),
-                                               update=False)
+                final[cut] = learner.normalize(self.encoder(cut_obs), update=False)
             learner.record(rewards, terminated, truncated, final)
-            for i, ret, length in _episode_infos(infos):
-                self.episode_log.append((self.global_step + i + 1, ret, length))
+            for i, _, length in _episode_infos(infos):
+                self.episode_log.append((self.global_step + i + 1, float(self._returns[i]), length))
+                self._returns[i] = 0.0
             self.global_step += self.ppo_cfg.num_envs
             feats = learner.normalize(self.encoder(obs))
         return obs, feats
+
+    def _accept(self, obs: np.ndarray) -> np.ndarray:
+        """The observations the agent uses (train.guard: a glitched one is rejected or clipped), remembered."""
+        obs, _ = self.guard.observations(obs, self._last_good)
+        self._last_good = np.array(obs, dtype=np.float32, copy=True)
+        return obs
 
     def _on_update(self, stats: dict):
         self.update_idx += 1
@@ -185,7 +204,8 @@ class Trainer:
         rollout = ppo_cfg.num_envs * ppo_cfg.num_steps
         num_updates = max(1, -(-cfg.total_steps // rollout))
         obs, _ = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
-        feats = self.learner.normalize(self.encoder(obs))
+        self._returns[:] = 0.0
+        feats = self.learner.normalize(self.encoder(self._accept(obs)))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
         self._metrics_file = metrics_path.open("w" if new_file else "a", newline="")
@@ -213,6 +233,7 @@ class Trainer:
             steps_per_s=(self.global_step - step_start) / max(wall, 1e-9), eval_mean_return=eval_return,
             cache_hit_rate=enc.get("cache_hit_rate"), mean_tokens=enc["mean_tokens"], wall_s=wall,
             episode_returns=[r for _, r, _ in self.episode_log], failed_updates=self.learner.failed_updates,
+            **self.guard.counts(),
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
         plot_learning_curve(self.episode_log, self.run_dir / "learning_curve.png",

@@ -174,6 +174,25 @@ def test_an_undone_update_is_an_error_on_diagnostics_and_acting_goes_on(harness,
     assert not h.action_for(50, 0).safe_action  # the policy keeps acting on its last good weights
 
 
+def test_a_glitch_is_rejected_like_invalid_input_and_its_reward_never_counts(harness, tmp_path):
+    h = harness("t_pv_glitch", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    good = [0.01, 0.0, 0.02, 0.0]
+    for step in range(2):
+        h.send(0, step, good, reward=1.0 * step)
+        assert not h.action_for(0, step).safe_action
+    h.send(0, 2, [0.01, 1e30, 0.02, 0.0], reward=1e38)  # well-formed (finite) but absurd
+    assert h.action_for(0, 2).safe_action
+    wait_for(lambda: any(s.name == "policy_value: input" and "glitch" in s.message for s in h.statuses),
+             what="the glitch WARN")
+    warn = next(s for s in h.statuses if s.name == "policy_value: input" and "glitch" in s.message)
+    assert status_level(warn) == WARN and "x_dot" in warn.message
+    h.send(0, 3, good, reward=1.0, terminated=True)
+    wait_for(lambda: h.node.episodes == 1, what="the episode's end")
+    assert h.node.glitch_count == 1 and h.node.stats().glitches == 1
+    assert h.node.episode_returns[-1] == pytest.approx(2.0)  # rewards 1 + 1; the glitch's 1e38 is not counted
+    assert h.node.learner.buffer.step == 1 and np.all(np.abs(h.node.learner.feature_norm.rms.mean) < 10)
+
+
 def test_invalid_observation_gets_safe_action_and_never_reaches_learner(harness, tmp_path):
     h = harness("t_pv_invalid", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
     good = [0.01, 0.0, 0.02, 0.0]

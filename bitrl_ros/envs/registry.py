@@ -11,6 +11,7 @@ Finished-episode statistics come from ``RecordEpisodeStatistics``: ``infos["epis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 import warnings
 
 import gymnasium as gym
@@ -126,15 +127,18 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
     return env
 
 
-def make_vec_env(env_id: str, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
+def make_vec_env(env_id: str, num_envs: int, seed: int | None = None,
+                 wrapper: Callable[[gym.Env], gym.Env] | None = None) -> gym.vector.VectorEnv:
     """``num_envs`` copies in a SyncVectorEnv (SAME_STEP autoreset, see module doc) with episode statistics.
 
-    Sub-env i is seeded with ``seed + i``; the action space with ``seed``.
+    Sub-env i is seeded with ``seed + i``; the action space with ``seed``. wrapper: applied to each sub-env
+    (e.g. envs.faults.SensorGlitch, to see what a faulty sensor does to learning).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     get_spec(env_id)
-    envs = SyncVectorEnv([lambda: _make_raw(env_id) for _ in range(num_envs)], autoreset_mode=AUTORESET_MODE)
+    wrap = wrapper or (lambda env: env)
+    envs = SyncVectorEnv([lambda: wrap(_make_raw(env_id)) for _ in range(num_envs)], autoreset_mode=AUTORESET_MODE)
     envs = VectorRecordEpisodeStatistics(envs)
     envs.reset(seed=seed)
     envs.action_space.seed(seed)

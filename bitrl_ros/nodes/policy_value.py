@@ -33,6 +33,7 @@ from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation
 from bitrl_ros.nodes.stats import PolicyStats
 from bitrl_ros.rl.checkpoint import STATE_FILE
 from bitrl_ros.rl.evaluation import RETURN_WINDOW
+from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
@@ -57,10 +58,11 @@ def ppo_config_from_params(params: dict) -> PPOConfig:
         raise ConfigError(f"{NODE_NAME}: invalid ppo.* parameters: {exc}") from None
 
 
-def env_action_space(env_id: str) -> gym.Space:
+def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of the registered env."""
     env = make_env(env_id, seed=0)
     try:
-        return env.action_space
+        return env.observation_space, env.action_space
     finally:
         env.close()
 
@@ -71,7 +73,9 @@ class PolicyValueNode(Node):
         self.params = p = declare_parameters(self, NODE_NAME)
         self.spec = get_spec(p["env"])
         self.ppo_config = ppo_config_from_params(p)
-        self.action_space = env_action_space(p["env"])
+        observation_space, self.action_space = env_spaces(p["env"])
+        self.guard = InputGuard.for_env(p["env"], observation_space, p["reward_bound"], p["glitch_policy"],
+                                        p["obs_bound_factor"])
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self.realtime = p["mode"] == "realtime"
         self.learn = p["learn"]
@@ -87,6 +91,7 @@ class PolicyValueNode(Node):
         self.episode_returns: list[float] = []
         self.safe_actions = 0
         self.invalid_count = 0
+        self.glitch_count = 0     # observations out of the guard's bounds (rejected, clipped or let through)
         self.clipped_count = 0
         self.held_count = 0
         self.watchdog_trips = 0
@@ -147,6 +152,7 @@ class PolicyValueNode(Node):
                            resumed_updates=self.restored.get("updates", 0), safe_actions=self.safe_actions,
                            rollouts_dropped=self.rollouts_dropped, actions_published=self.actions_published,
                            failed_updates=learner.failed_updates if learner is not None else 0,
+                           glitches=self.glitch_count,
                            learning_stopped=learner is not None and learner.learning_stopped)
 
     def shutdown(self, timeout: float = 5.0) -> None:
@@ -168,7 +174,8 @@ class PolicyValueNode(Node):
         key = (int(msg.episode), int(msg.step))
         if key in self._handled:
             return  # a duplicate
-        self._bookkeep(msg)
+        glitch = self._glitch(msg)
+        self._bookkeep(msg, count_reward=glitch is None or self.guard.policy != "reject")
         try:
             validate_observation(observation_to_array(msg), self.spec)
             if not math.isfinite(msg.reward):
@@ -177,7 +184,35 @@ class PolicyValueNode(Node):
             # Handled now, not at the join: the serializer drops invalid observations, so no encoding follows.
             self._reject(msg, str(exc))
             return
+        if glitch is not None and self.guard.policy == "reject":
+            self._reject(msg, glitch)
+            return
         self._add_half(key, 0, msg)
+
+    def _glitch(self, msg: Observation) -> str | None:
+        """Why the observation is a glitch (a finite value out of the guard's bounds), or None; under the clip
+        policy msg is clipped in place. Non-finite values are left to validation.
+        """
+        values = np.asarray(msg.values, dtype=np.float64)
+        if values.shape != (self.obs_dim,) or not np.isfinite(values).all() or not math.isfinite(msg.reward):
+            return None
+        bad_obs = bool(self.guard.observation_glitches(values[None])[0])
+        bad_reward = abs(msg.reward) > self.guard.reward_bound
+        if not (bad_obs or bad_reward):
+            return None
+        with self._lock:
+            self.glitch_count += 1
+        if bad_obs:
+            i = int(np.flatnonzero(np.abs(values) > self.guard.obs_bound)[0])
+            reason = (f"glitch: observation field '{self.spec.field_names[i]}' = {values[i]:.6g} is beyond its "
+                      f"bound {self.guard.obs_bound[i]:.6g}")
+        else:
+            reason = f"glitch: reward {msg.reward:.6g} is beyond the bound {self.guard.reward_bound:g}"
+        if self.guard.policy == "clip":
+            obs, _ = self.guard.observations(values[None].astype(np.float32), None)
+            msg.values = obs[0].astype(np.float32).tolist()
+            msg.reward = float(self.guard.rewards(np.array([msg.reward]))[0][0])
+        return reason
 
     def _on_encoded(self, msg: EncodedState) -> None:
         if self._closing:
@@ -227,15 +262,17 @@ class PolicyValueNode(Node):
                                      f"takes {self.layout.embedding_dim}")
         return assemble_features(embedding[None], observation_to_array(obs)[None], self.layout)[0]
 
-    def _bookkeep(self, msg: Observation) -> None:
-        """Env steps and undiscounted episode returns, straight from the bridge's observations."""
+    def _bookkeep(self, msg: Observation, count_reward: bool = True) -> None:
+        """Env steps and undiscounted episode returns, straight from the bridge's observations (a rejected
+        glitch's reward does not count).
+        """
         episode = int(msg.episode)
         with self._lock:
             if episode != self._current_episode:
                 self._current_episode, self._current_return = episode, 0.0
             if msg.step > 0:
                 self.global_step += 1
-                if math.isfinite(msg.reward):
+                if count_reward and math.isfinite(msg.reward):
                     self._current_return += float(msg.reward)
             if msg.terminated or msg.truncated:
                 self.episode_returns.append(self._current_return)

@@ -34,6 +34,7 @@ class PolicyStats:
     rollouts_dropped: int
     actions_published: int
     failed_updates: int                   # updates undone (non-finite or exploding)
+    glitches: int                         # observations out of the glitch guard's bounds
     learning_stopped: bool
 
 
