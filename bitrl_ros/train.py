@@ -102,7 +102,9 @@ class Trainer:
             self.encoder.feature_dim, self.envs.single_action_space, self.ppo_cfg, seed=cfg.seed,
             normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
             checkpoint_dir=self.run_dir / "checkpoint", extra_state=self._extra_state, on_update=self._on_update,
-            layout=self.encoder.layout, on_failure=self._on_failed_update)
+            layout=self.encoder.layout, on_failure=self._on_failed_update,
+            on_checkpoint=lambda error: self.log(error + "; training goes on in memory, retrying at every update"
+                                                 if error else "checkpoints are written again"))
         self.global_step = 0
         self.update_idx = 0
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)

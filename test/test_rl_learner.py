@@ -148,3 +148,42 @@ def test_repeated_failures_stop_learning_but_not_acting():
     x = learner.normalize(np.ones((1, 4), dtype=np.float32), update=False)
     actions, _, values = learner.act(x, learn=False)  # still acting, on the last good weights
     assert actions.shape == (1,) and np.isfinite(values).all()
+
+
+def test_a_full_disk_is_reported_once_learning_goes_on_and_writing_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from bitrl_ros.rl import checkpoint
+
+    events = []
+    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, checkpoint_dir=tmp_path / "ckpt",
+                            on_checkpoint=events.append)
+    _bandit_stream(learner, 128 + 1)
+    good = (tmp_path / "ckpt" / "state.json").read_text()
+    real_save_file = checkpoint.save_file
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    _bandit_stream(learner, 2 * 128, seed=1)
+    assert learner.ppo.num_updates == 3 and learner.checkpoint_failures == 2  # learning went on in memory
+    assert len(events) == 1 and "No space left on device" in events[0] and learner.checkpoint_error == events[0]
+    assert (tmp_path / "ckpt" / "state.json").read_text() == good  # the last complete checkpoint, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nothing half-written beside it
+    monkeypatch.setattr(checkpoint, "save_file", real_save_file)
+    _bandit_stream(learner, 128, seed=2)
+    assert events[-1] is None and learner.checkpoint_error is None
+    restored = OnlineLearner(4, SPACE, _config(), seed=5, normalize_reward=False)
+    restored.load(tmp_path / "ckpt")
+    assert restored.ppo.num_updates == 4
+
+
+def test_an_unwritable_checkpoint_path_does_not_stop_learning(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the checkpoint's parent should be")
+    events = []
+    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False,
+                            checkpoint_dir=blocker / "ckpt", on_checkpoint=events.append)
+    _bandit_stream(learner, 2 * 128 + 1)
+    assert learner.ppo.num_updates == 2 and len(events) == 1 and str(blocker) in events[0]

@@ -296,7 +296,7 @@ class PolicyValueNode(Node):
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
             checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
             extra_state=self._extra_state, on_update=self._on_update, layout=self.layout,
-            on_failure=self._on_failed_update)
+            on_failure=self._on_failed_update, on_checkpoint=self._on_checkpoint)
         ckpt = Path(p["checkpoint_dir"])
         aside = ckpt.parent / f".{ckpt.name}.previous"  # a save that died between its renames (see checkpoint.py)
         if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
@@ -448,6 +448,20 @@ class PolicyValueNode(Node):
         except Exception as exc:  # the context may be shutting down under a late update
             if not self._closing:
                 self.get_logger().warning(f"could not publish the learning status: {exc}")
+
+    def _on_checkpoint(self, error: str | None) -> None:
+        """Runs in the learner's worker thread when checkpoint writing starts failing (error) or works again."""
+        learner = self.learner
+        if error is not None:
+            self.get_logger().error(error + "; learning goes on in memory, retrying at every update")
+        else:
+            self.get_logger().info("checkpoints are written again")
+        try:
+            self._diagnose("checkpoint", ERROR if error else OK, error or "written",
+                           {"failed writes": learner.checkpoint_failures})
+        except Exception as exc:  # the context may be shutting down under a late update
+            if not self._closing:
+                self.get_logger().warning(f"could not publish the checkpoint status: {exc}")
 
     def _diagnose(self, component: str, level: int, message: str, values: dict) -> None:
         arr = DiagnosticArray()

@@ -107,6 +107,8 @@ def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
         "rng": _rng_state(ppo),
         "extra": extra or {},
     }
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # what a save killed halfway left (one writer per dir)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the checkpoint should read like any other directory

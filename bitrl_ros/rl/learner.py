@@ -61,11 +61,14 @@ class OnlineLearner:
                  checkpoint_dir: str | Path | None = None, background: bool = False,
                  extra_state: Callable[[], dict] | None = None,
                  on_update: Callable[[dict], None] | None = None, layout=None,
-                 on_failure: Callable[[str, bool], None] | None = None):
+                 on_failure: Callable[[str, bool], None] | None = None,
+                 on_checkpoint: Callable[[str | None], None] | None = None):
         """layout: the FeatureLayout of the features (recorded in checkpoints, checked on load; it also says
         which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests).
         on_failure(problem, stopped): called (in the updating thread) when an update was undone; stopped says
         that learning has stopped after MAX_CONSECUTIVE_FAILURES in a row.
+        on_checkpoint(error): called when writing checkpoints starts failing (error: why, once per outage) and
+        when it works again (None); learning goes on in memory meanwhile.
         """
         if layout is not None and layout.feature_dim != feature_dim:
             raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
@@ -83,6 +86,9 @@ class OnlineLearner:
         self.extra_state = extra_state or (lambda: {})
         self.on_update = on_update
         self.on_failure = on_failure
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_error: str | None = None  # why the last checkpoint could not be written; None: it was
+        self.checkpoint_failures = 0
         self.failed_updates = 0          # updates undone (non-finite or exploding), in total
         self.consecutive_failures = 0
         self.learning_stopped = False    # after MAX_CONSECUTIVE_FAILURES: act on the last good weights only
@@ -201,10 +207,29 @@ class OnlineLearner:
             self.policy_version = version
         if self.checkpoint_dir is not None:
             extra["policy_version"] = version
-            save_checkpoint(self.checkpoint_dir, self.ppo, extra)
+            self._checkpoint(extra)
         self.last_stats = stats
         if self.on_update is not None:
             self.on_update(stats)
+
+    def _checkpoint(self, extra: dict) -> None:
+        """Write the checkpoint; a disk that refuses (full, read-only, gone) is reported once and retried at every
+        update, and never leaves a half-written checkpoint (save_checkpoint renames complete ones into place).
+        """
+        try:
+            save_checkpoint(self.checkpoint_dir, self.ppo, extra)
+        except OSError as exc:
+            error = f"cannot write the checkpoint {self.checkpoint_dir}: {exc.strerror or exc}"
+            self.checkpoint_failures += 1
+            first = self.checkpoint_error is None
+            self.checkpoint_error = error
+            if first and self.on_checkpoint is not None:
+                self.on_checkpoint(error)
+            return
+        if self.checkpoint_error is not None:
+            self.checkpoint_error = None
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(None)
 
     def _undo(self, before: dict, problem: str) -> None:
         """Put back the weights and optimizer states of before the update; no checkpoint, no new weights."""
