@@ -5,6 +5,11 @@
 - the restart lost at most the rollout in progress: its step count is the last finished update's.
 
     .venv/bin/python bench/kill_loop.py [--kills 30] [--seed 0] [--json bench/results/kill_loop.json]
+    .venv/bin/python bench/kill_loop.py --graph [--kills 30]     # the ROS graph (`bitrl run --record`) instead
+
+--graph kills `bitrl run` (all nodes in one process, mlp, 128-step rollouts, recording a bag) the same way and
+checks after every kill that policy_value's checkpoint loads and never goes back, and that the bag it was
+writing opens (after `bitrl bag reindex` where the kill came mid-write) with the observations in it.
 
 Small rollouts (2 envs x 64 steps, mlp) make updates and checkpoint writes frequent. Each life is killed after its
 first update, at a random moment within the next 1.5 s (several rollouts, updates and checkpoint writes), so
@@ -61,6 +66,78 @@ def _checkpoint_step(run_dir: Path) -> int | None:
     return step
 
 
+def _graph_command(run_dir: Path, life: int) -> list[str]:
+    return [sys.executable, "-m", "bitrl_ros.cli", "run", "--config", "config/agent.yaml", "--no-progress",
+            "--set", "backbone=mlp", "--set", "policy_value.ppo.num_steps=128",
+            "--set", f"policy_value.checkpoint_dir={run_dir / 'checkpoint'}", "--record", str(run_dir / f"bag{life}")]
+
+
+def _graph_checkpoint(run_dir: Path) -> int | None:
+    """Updates in policy_value's checkpoint, verified by loading it for evaluation; None: none yet."""
+    from bitrl_ros.bag.policy import EvaluatedPolicy
+
+    ckpt = run_dir / "checkpoint"
+    if not ckpt.exists() and not (run_dir / ".checkpoint.previous").exists():
+        return None
+    return int(EvaluatedPolicy(ckpt).state["num_updates"])
+
+
+def _bag_messages(bag_dir: Path) -> tuple[int, bool]:
+    """(observations in the bag, whether it needed `bitrl bag reindex`) of a bag a kill interrupted."""
+    from bitrl_ros.bag.reader import open_bag
+    from bitrl_ros.bag.recorder import reindex
+    from bitrl_ros.errors import BagError
+
+    try:
+        bag = open_bag(bag_dir)
+        repaired = False
+    except BagError:
+        reindex(bag_dir)
+        bag, repaired = open_bag(bag_dir), True
+    with bag:
+        count = sum(1 for topic, _, _ in bag.messages() if topic.rsplit("/", 1)[-1] == "observation")
+    return count, repaired
+
+
+def graph_kill_loop(kills: int, seed: int, run_dir: Path, log=print) -> dict:
+    rng = random.Random(seed)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events, last = [], None
+    for k in range(kills):
+        before = _graph_checkpoint(run_dir)
+        proc = subprocess.Popen(_graph_command(run_dir, k), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+        state = run_dir / "checkpoint" / "state.json"
+        mtime = state.stat().st_mtime_ns if state.exists() else 0
+        t0 = time.monotonic()
+        while proc.poll() is None and time.monotonic() - t0 < 180 and \
+                (not state.exists() or state.stat().st_mtime_ns == mtime):
+            time.sleep(0.02)  # until this life has written its first checkpoint
+        time.sleep(rng.uniform(0.0, 2.0))
+        after = time.monotonic() - t0
+        if proc.poll() is not None:
+            raise AssertionError(f"kill {k}: bitrl run exited by itself ({proc.returncode}): "
+                                 f"{proc.stderr.read()[-2000:]}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stderr.close()
+        updates = _graph_checkpoint(run_dir)
+        if updates is None or (last is not None and updates < last) or (before is not None and updates < before):
+            raise AssertionError(f"kill {k}: the checkpoint went from {last} updates to {updates}")
+        observations, repaired = _bag_messages(run_dir / f"bag{k}")
+        if observations == 0:
+            raise AssertionError(f"kill {k}: the bag holds no observation")
+        events.append({"kill": k, "after_s": round(after, 2), "checkpoint_updates": updates,
+                       "bag_observations": observations, "bag_reindexed": repaired})
+        log(f"kill {k + 1}/{kills} after {after:.1f} s: checkpoint at {updates} updates, bag {observations} "
+            f"observations{' (reindexed)' if repaired else ''}")
+        last = updates
+    return {"target": "graph", "kills": kills, "seed": seed, "events": events,
+            "bags_reindexed": sum(e["bag_reindexed"] for e in events),
+            "final_checkpoint_updates": last}
+
+
 def kill_loop(kills: int, seed: int, run_dir: Path, log=print) -> dict:
     rng = random.Random(seed)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -102,11 +179,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "kill_loop.json"))
+    ap.add_argument("--graph", action="store_true", help="kill the ROS graph (bitrl run --record) instead")
+    ap.add_argument("--json", default=None, help="default: bench/results/kill_loop[_graph].json")
     args = ap.parse_args()
+    out_path = Path(args.json or Path(__file__).resolve().parent / "results" /
+                    f"kill_loop{'_graph' if args.graph else ''}.json")
     with tempfile.TemporaryDirectory(prefix="bitrl-kill-") as tmp:
-        out = kill_loop(args.kills, args.seed, Path(tmp) / "run")
-    Path(args.json).write_text(json.dumps(out, indent=1))
+        out = (graph_kill_loop if args.graph else kill_loop)(args.kills, args.seed, Path(tmp) / "run")
+    out_path.write_text(json.dumps(out, indent=1))
+    if args.graph:
+        print(f"{out['kills']} kills of bitrl run: every checkpoint loaded and none went back (final: "
+              f"{out['final_checkpoint_updates']} updates); every bag opened, {out['bags_reindexed']} after reindex")
+        return
     print(f"{out['kills']} kills, {out['restarts_that_resumed']} restarts resumed, every checkpoint loaded and "
           f"none went back; final checkpoint at step {out['final_checkpoint_step']}; also in the run folder: "
           f"{out['left_in_run_dir'] or 'nothing'}")
