@@ -32,7 +32,29 @@ def load_mapping(mapping) -> dict:
         mapping = read_yaml(mapping)
     if not isinstance(mapping, dict) or not mapping.get("observation"):
         raise BagError(f"{source}: needs an 'observation' list of {{topic, fields}} entries, got {mapping!r}")
+    entries = mapping["observation"]
+    if not isinstance(entries, list):
+        raise BagError(f"{source}: 'observation' must be a list of {{topic, fields}} entries, got {entries!r}")
+    for k, entry in enumerate(entries):
+        _check_entry(entry, f"{source}: observation[{k}]", "fields", list)
+    if mapping.get("reward") is not None:
+        _check_entry(mapping["reward"], f"{source}: reward", "field", str)
     return mapping
+
+
+def _check_entry(entry, where: str, fields_key: str, fields_type: type) -> None:
+    """One mapped topic: a topic name, the message fields to read (names), an optional select list."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("topic"), str) or not entry["topic"]:
+        raise BagError(f"{where}: needs a 'topic' name, got {entry!r}")
+    fields = entry.get(fields_key)
+    if fields is not None and not (isinstance(fields, fields_type) and (
+            fields_type is str or (fields and all(isinstance(f, str) for f in fields)))):
+        wanted = "a field name" if fields_type is str else "a list of field names"
+        raise BagError(f"{where}.{fields_key}: must be {wanted}, got {fields!r}")
+    select = entry.get("select")
+    if select is not None and not (isinstance(select, list) and select and all(
+            isinstance(s, (str, int)) and not isinstance(s, bool) for s in select)):
+        raise BagError(f"{where}.select: must be a list of indices or joint names, got {select!r}")
 
 
 def _vector(msg, entry, where: str) -> np.ndarray:
@@ -41,12 +63,18 @@ def _vector(msg, entry, where: str) -> np.ndarray:
         if not hasattr(msg, f):
             raise BagError(f"{where}.fields: {entry['topic']} ({getattr(msg, '__msgtype__', type(msg).__name__)}) "
                            f"has no field {f!r}")
-        v = np.atleast_1d(np.asarray(getattr(msg, f), dtype=np.float32))
+        try:
+            v = np.atleast_1d(np.asarray(getattr(msg, f), dtype=np.float32))
+        except (TypeError, ValueError):
+            raise BagError(f"{where}.fields: {entry['topic']} field {f!r} is not numeric") from None
         sel = entry.get("select")
         if sel:
             names = list(getattr(msg, "name", []) or [])
-            idx = [names.index(s) if isinstance(s, str) else int(s) for s in sel]
-            v = v[idx]
+            try:
+                v = v[[names.index(s) if isinstance(s, str) else s for s in sel]]
+            except (ValueError, IndexError):
+                raise BagError(f"{where}.select: {sel!r} does not match {entry['topic']}'s {v.size} values "
+                               f"(names: {names})") from None
         parts.append(v)
     return np.concatenate(parts).astype(np.float32)
 
@@ -67,7 +95,13 @@ def iter_mapped_observations(path, mapping):
                                f"(topics: {', '.join(bag.topics)})")
         for topic, t_ns, msg in bag.messages(topics):
             if reward and topic_matches(topic, reward["topic"]):
-                last_reward = float(getattr(msg, reward.get("field", "data")))
+                field = reward.get("field", "data")
+                try:
+                    last_reward = float(getattr(msg, field))
+                except (AttributeError, TypeError, ValueError):
+                    raise BagError(f"{source}: reward.field: {reward['topic']} "
+                                   f"({getattr(msg, '__msgtype__', type(msg).__name__)}) has no numeric field "
+                                   f"{field!r}") from None
                 continue
             i = next(k for k, e in enumerate(entries) if topic_matches(topic, e["topic"]))
             newest[i] = _vector(msg, entries[i], f"{source}: observation[{i}]")
