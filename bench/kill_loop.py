@@ -72,6 +72,14 @@ def _graph_command(run_dir: Path, life: int) -> list[str]:
             "--set", f"policy_value.checkpoint_dir={run_dir / 'checkpoint'}", "--record", str(run_dir / f"bag{life}")]
 
 
+def _mtime(path: Path) -> int | None:
+    """st_mtime_ns, or None while the file is absent (e.g. between a checkpoint save's two renames)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def _graph_checkpoint(run_dir: Path) -> int | None:
     """Updates in policy_value's checkpoint, verified by loading it for evaluation; None: none yet."""
     from bitrl_ros.bag.policy import EvaluatedPolicy
@@ -109,10 +117,9 @@ def graph_kill_loop(kills: int, seed: int, run_dir: Path, log=print) -> dict:
         proc = subprocess.Popen(_graph_command(run_dir, k), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
         state = run_dir / "checkpoint" / "state.json"
-        mtime = state.stat().st_mtime_ns if state.exists() else 0
+        mtime = _mtime(state)
         t0 = time.monotonic()
-        while proc.poll() is None and time.monotonic() - t0 < 180 and \
-                (not state.exists() or state.stat().st_mtime_ns == mtime):
+        while proc.poll() is None and time.monotonic() - t0 < 180 and _mtime(state) in (mtime, None):
             time.sleep(0.02)  # until this life has written its first checkpoint
         time.sleep(rng.uniform(0.0, 2.0))
         after = time.monotonic() - t0

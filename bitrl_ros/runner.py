@@ -242,7 +242,7 @@ def _spin(graph, opts: RunOptions) -> dict:
 
     bridge, policy = graph.nodes["sim_bridge"], graph.nodes["policy_value"]
     recorder = graph.nodes.get("bag_recorder")
-    total = bridge.max_steps or None
+    total = bridge.stats().max_steps or None
     t0 = time.perf_counter()
     deadline = t0 + opts.duration if opts.duration else None
     progress = Progress(TextColumn("[bold]bitrl run"), BarColumn(), TextColumn("{task.description}"),
