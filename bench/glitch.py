@@ -6,7 +6,8 @@ run of the same seed.
     .venv/bin/python bench/glitch.py [--seeds 0 1 2] [--steps 100000]
 
 Writes bench/results/glitch.json and prints a table. Target: steps to solve with glitches within 1.2x of the clean
-run's. Returns and "solved" come from the rewards the agent accepted (a rejected glitch pays 0).
+run's, with a greedy eval >= 475 (returns that let glitches in can "solve" without learning). Returns and
+"solved" come from the rewards the agent accepted (a rejected glitch pays 0; a clipped one pays +-1000).
 """
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ def main():
         print(f"| {r['variant']} | {r['seed']} | {solved} | {x} | {r['final_return']:.4g} | {r['eval_return']:.1f} | "
               f"{r['glitched_observations']} / {r['glitched_rewards']} |")
     for variant in args.variants[1:]:
-        xs = [r["solved_x_clean"] for r in runs if r["variant"] == variant]
-        ok = all(x is not None and x <= 1.2 for x in xs)
+        rows = [r for r in runs if r["variant"] == variant]
+        xs = [r["solved_x_clean"] for r in rows]
+        # Met only where the policy really learned: returns that let glitches in can "solve" without learning.
+        ok = all(x is not None and x <= 1.2 and r["eval_return"] >= 475 for x, r in zip(xs, rows))
         print(f"{variant}: solved x clean {[None if x is None else round(x, 2) for x in xs]}; "
               f"target <= 1.2 in every seed: {'met' if ok else 'missed'}; mean "
               f"{np.mean([x for x in xs if x is not None]) if any(x is not None for x in xs) else float('nan'):.2f}")
