@@ -94,11 +94,12 @@ def fuzz_graph(per_topic: int, rate: float, seed: int = 0, warmup_s: float = 8.0
             s1, t1 = bridge.stats().total_steps, time.monotonic()
             time.sleep(after_s)
             s2, t2 = bridge.stats().total_steps, time.monotonic()
+            up = graph.spinning
             graph.stop_spinning()  # re-raises what stopped the executor, if anything did
             checked = ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
             finite = all(math.isfinite(getattr(m, f)) for m in stats for f in checked)
             out = {"per_topic": per_topic, "sent": sent, "rate_msgs_per_s": sent / max(t1 - t0, 1e-9),
-                   "graph_up": True, "steps_during_fuzz": s1 - s0,
+                   "graph_up": up, "steps_during_fuzz": s1 - s0,
                    "rate_during_hz": (s1 - s0) / max(t1 - t0, 1e-9), "rate_after_hz": (s2 - s1) / max(t2 - t1, 1e-9),
                    "updates": len(stats), "updates_finite": finite,
                    "policy_invalid_inputs": policy.invalid_count, "policy_safe_actions": policy.safe_actions,

@@ -48,6 +48,15 @@ def _metric_rows(run_dir: Path) -> int:
         return 0
 
 
+def _last_reported_step(run_dir: Path) -> int | None:
+    """global_step of the last update the run wrote to metrics.csv (it writes a row after the checkpoint)."""
+    try:
+        rows = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+        return int(rows[-1].split(",")[1]) if rows else None
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _checkpoint_step(run_dir: Path) -> int | None:
     """The global step of the checkpoint a restart would load, verified by loading it; None: no checkpoint."""
     from bitrl_ros.config import load_run_config
@@ -170,6 +179,10 @@ def kill_loop(kills: int, seed: int, run_dir: Path, log=print) -> dict:
         step = _checkpoint_step(run_dir)
         if last_step is not None and (step is None or step < last_step):
             raise AssertionError(f"kill {k}: the checkpoint went back from step {last_step} to {step}")
+        reported = _last_reported_step(run_dir)
+        if reported is not None and (step is None or step < reported):
+            raise AssertionError(f"kill {k}: the run had reported an update at step {reported} (metrics.csv) but "
+                                 f"its checkpoint is at {step}: more than the rollout in progress was lost")
         events.append({"kill": k, "resumed": resume, "after_s": round(after, 2), "checkpoint_step": step})
         log(f"kill {k + 1}/{kills} after {after:.1f} s ({'resumed run' if resume else 'fresh run'}): "
             f"checkpoint at step {step}")

@@ -158,6 +158,8 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{path}: this run was trained with {dotted} = {node!r}; a resume cannot change it to "
                               f"{value!r} (leave it out to keep the run's value, or start a new run)")
     _apply_overrides(section, {k: v for k, v in (overrides or {}).items() if k in RESUMABLE})
+    # Every PPO setting as the run resolved it, so a default changed since cannot change a resumed run.
+    section["ppo"] = {**resolved_ppo, **(section.get("ppo") or {})}
     return train_config_from_section(section, str(path))
 
 

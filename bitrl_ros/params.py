@@ -65,7 +65,11 @@ SCHEMAS: dict[str, list[Setting]] = {
         Setting("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
         _NORMALIZE["features"].as_ros_parameter("normalize_features"),
         _NORMALIZE["reward"].as_ros_parameter("normalize_reward"),
-        _GUARD["policy"].as_ros_parameter("glitch_policy"), _GUARD["reward_bound"], _GUARD["obs_bound_factor"],
+        _GUARD["policy"].as_ros_parameter("glitch_policy", description=(
+            "an observation or reward out of its bounds: reject (the step gets the safe action and is not learned "
+            "from; its reward does not count), clip (the raw values and reward are clipped; the encoded text is "
+            "the serializer's, already clipped to its units) or off; counted in every case")),
+        _GUARD["reward_bound"], _GUARD["obs_bound_factor"],
         Setting("checkpoint_dir", "runs/agent/checkpoint", "checkpoint directory (written after every update)"),
         Setting("resume", True, "resume from checkpoint_dir when a checkpoint is there"),
         Setting("safe_action", "zero", "action on watchdog/invalid input: zero or hold the last",

@@ -181,12 +181,17 @@ def build_nodes(validated: dict, context, namespace: str | None = None, names=NO
                "diagnostics_monitor": DiagnosticsMonitorNode, "bag_recorder": BagRecorderNode,
                "bag_replay": BagReplayNode}
     nodes = {}
-    for name in names:
-        overrides = [Parameter(k, value=v) for k, v in validated[name].items()]
-        kwargs = {"context": context, "parameter_overrides": overrides}
-        if namespace:
-            kwargs["namespace"] = namespace
-        nodes[name] = classes[name](**kwargs)
+    try:
+        for name in names:
+            overrides = [Parameter(k, value=v) for k, v in validated[name].items()]
+            kwargs = {"context": context, "parameter_overrides": overrides}
+            if namespace:
+                kwargs["namespace"] = namespace
+            nodes[name] = classes[name](**kwargs)
+    except BaseException:
+        for node in nodes.values():  # the ones built before the failure
+            node.destroy_node()
+        raise
     return nodes
 
 

@@ -114,7 +114,7 @@ class Setting:
                                        description=s.description + "; -1: null")
         if s.type is str:
             return dataclasses.replace(s, nullable=False, default="" if s.default is None else s.default,
-                                       choices=("",) + tuple(s.choices or ()),
+                                       choices=None if s.choices is None else ("",) + tuple(s.choices),
                                        description=s.description + '; "": null')
         raise ValueError(f"setting {s.name!r}: no null value for a {s.type.__name__} node parameter")
 

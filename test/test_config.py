@@ -54,3 +54,18 @@ def test_broken_yaml_names_file_and_line(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="nothere.yaml"):
         load_train_config(tmp_path / "nothere.yaml")
+
+
+def test_a_resume_keeps_the_ppo_settings_the_run_resolved(tmp_path):
+    import json
+
+    from bitrl_ros.config import load_run_config
+
+    # A run started when the entropy default was 0.05, from a YAML that did not name it.
+    (tmp_path / "config.json").write_text(json.dumps({
+        "train": {"env": "CartPole-v1", "backbone": "mlp", "ppo": {"clip_coef": 0.2}},
+        "ppo_resolved": {"clip_coef": 0.2, "ent_coef": 0.05, "num_envs": 8, "num_steps": 256}}))
+    cfg = load_run_config(tmp_path, {"total_steps": 4096})
+    assert cfg.ppo["ent_coef"] == 0.05 and cfg.ppo["clip_coef"] == 0.2 and cfg.total_steps == 4096
+    with pytest.raises(ConfigError, match="ppo.ent_coef = 0.05"):
+        load_run_config(tmp_path, {"ppo.ent_coef": 0.01})

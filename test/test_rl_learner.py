@@ -153,6 +153,8 @@ def test_repeated_failures_stop_learning_but_not_acting():
 def test_a_full_disk_is_reported_once_learning_goes_on_and_writing_resumes(tmp_path, monkeypatch):
     import errno
 
+    from safetensors import SafetensorError
+
     from bitrl_ros.rl import checkpoint
 
     events = []
@@ -162,8 +164,8 @@ def test_a_full_disk_is_reported_once_learning_goes_on_and_writing_resumes(tmp_p
     good = (tmp_path / "ckpt" / "state.json").read_text()
     real_save_file = checkpoint.save_file
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def disk_full(*args, **kwargs):  # what safetensors raises when the disk is full
+        raise SafetensorError(f"I/O error: No space left on device (os error {errno.ENOSPC})")
 
     monkeypatch.setattr(checkpoint, "save_file", disk_full)
     _bandit_stream(learner, 2 * 128, seed=1)

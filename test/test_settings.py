@@ -15,7 +15,7 @@ from bitrl_ros.settings import Setting
 def test_shipped_train_yaml_states_the_declared_defaults():
     train = yaml.safe_load(DEFAULT_CONFIG.read_text())["train"]
     sections = {"serializer": settings.SERIALIZER, "features": settings.FEATURES, "normalize": settings.NORMALIZE,
-                "ppo": settings.PPO}
+                "guard": settings.GUARD, "ppo": settings.PPO}
     for s in settings.TRAIN:
         assert train[s.name] == s.default, s.name
     for section, declared in sections.items():

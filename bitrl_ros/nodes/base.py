@@ -131,7 +131,8 @@ class InProcessGraph:
     """Nodes sharing one rclpy Context and one executor, spun in a background thread of this process: the one
     way the package runs nodes in-process (`bitrl run`, `bitrl replay`, the tests and the benchmarks).
 
-    build(context) -> a Node or {name: Node}; a failure while building tears down what was built.
+    build(context) -> a Node or {name: Node}; when it fails, the context is shut down (a build that makes several
+    nodes destroys the ones it made, as runner.build_nodes does).
     signal_handlers=False leaves SIGINT to Python (KeyboardInterrupt), so that `bitrl run` can stop cleanly and
     still print its summary. start=False: call start() later (e.g. after a recorder has matched its topics).
     close() stops the spinning, calls shutdown() on every node that has one (policy_value lets a running update
@@ -196,17 +197,24 @@ class InProcessGraph:
         self._stop.set()
         if self.thread.is_alive():
             self.thread.join(5.0)
-        for node in self.nodes.values():
-            if hasattr(node, "shutdown"):
-                node.shutdown()
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=5.0)  # waits for callbacks in flight before the nodes go away
-        if not self._closed:
-            for node in self.nodes.values():
-                node.destroy_node()  # a recorder closes its bag here on any exit path
+        if self._closed:
+            return
         self._closed = True
-        if self.ctx.ok():
-            rclpy.shutdown(context=self.ctx)
+        try:
+            for node in self.nodes.values():
+                if hasattr(node, "shutdown"):
+                    node.shutdown()
+        finally:
+            try:
+                if self.executor is not None:
+                    self.executor.shutdown(timeout_sec=5.0)  # waits for callbacks in flight
+            finally:
+                try:
+                    for node in self.nodes.values():
+                        node.destroy_node()  # a recorder closes its bag here on any exit path
+                finally:
+                    if self.ctx.ok():
+                        rclpy.shutdown(context=self.ctx)
 
     def __enter__(self):
         return self

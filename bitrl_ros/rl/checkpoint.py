@@ -14,6 +14,7 @@ import tempfile
 
 import gymnasium as gym
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 import torch
 
@@ -92,6 +93,14 @@ def _aside_path(path: Path) -> Path:
     return path.parent / f".{path.name}.previous"
 
 
+def _write_tensors(tensors: dict, path: Path) -> None:
+    """Safetensors' save_file, with its I/O failures (a full or read-only disk) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as exc:
+        raise OSError(f"{path.name}: {exc}") from exc
+
+
 def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
     """Write ppo's full training state plus `extra` (JSON-serializable: normalizers, step counters) to path_dir."""
     path = Path(path_dir)
@@ -112,8 +121,8 @@ def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the checkpoint should read like any other directory
-        save_file(_heads_tensors(ppo), str(tmp / HEADS_FILE))
-        save_file(_optim_tensors(ppo), str(tmp / OPTIM_FILE))
+        _write_tensors(_heads_tensors(ppo), tmp / HEADS_FILE)
+        _write_tensors(_optim_tensors(ppo), tmp / OPTIM_FILE)
         with open(tmp / STATE_FILE, "w") as f:
             json.dump(state, f, indent=1)
         for name in (HEADS_FILE, OPTIM_FILE, STATE_FILE):

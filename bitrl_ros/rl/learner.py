@@ -130,6 +130,9 @@ class OnlineLearner:
         """
         if self._pending is None:
             raise RuntimeError("record() without a preceding act()")
+        if self.buffer.full:  # checked before anything (the reward normalizer included) changes
+            raise RuntimeError("record() on a full rollout: call update_if_ready() before each act() (the "
+                               "protocol in this module's docstring); no transition was dropped")
         features, actions, log_probs, values = self._pending
         self._pending = None
         terminated = np.asarray(terminated, dtype=bool)
@@ -141,9 +144,6 @@ class OnlineLearner:
         bootstrap = None
         if final_features is not None and (truncated & ~terminated).any():
             bootstrap = self.actor.value(final_features)
-        if self.buffer.full:
-            raise RuntimeError("record() on a full rollout: call update_if_ready() before each act() (the "
-                               "protocol in this module's docstring); no transition was dropped")
         self.buffer.add(features, actions, log_probs, values, rewards, terminated, truncated, bootstrap)
         self._last_dones = dones
 
