@@ -86,3 +86,7 @@ class BagRecorderNode(Node):
 
 def main(args=None) -> int:
     return spin_node(BagRecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

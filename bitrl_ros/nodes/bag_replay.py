@@ -134,3 +134,7 @@ class BagReplayNode(Node):
 
 def main(args=None) -> int:
     return spin_node(BagReplayNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

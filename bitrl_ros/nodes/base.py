@@ -65,25 +65,32 @@ def spin_node(node_class, args=None, done=None) -> int:
     is true, if given), clean up.
 
     A configuration or model error ends the process with exit code 2 and one line on stderr, no traceback.
-    A node with a `shutdown()` method (e.g. policy_value, waiting for a running update) gets it called first.
+    SIGINT and SIGTERM end it with exit code 0 after the same clean-up. A node with a `shutdown()` method (e.g.
+    policy_value, waiting for a running update) gets it called first.
     """
+    import signal
     import sys
 
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     from bitrl_ros.errors import BitrlError
 
-    rclpy.init(args=args)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # Our handlers, not rclpy's: rclpy's SIGTERM handler leaves a spinning executor waiting for good.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     node = None
     try:
         node = node_class()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        if done is None:
-            executor.spin()
-        else:
-            while rclpy.ok() and not done(node):
-                executor.spin_once(timeout_sec=0.1)
+        # spin_once with a timeout, not spin(): the wait returns to Python often enough for the signal handlers.
+        while rclpy.ok() and (done is None or not done(node)):
+            executor.spin_once(timeout_sec=0.1)
     except BitrlError as exc:
         print(f"error: {exc}", file=sys.stderr)  # the messages already name the node and parameter
         return 2

@@ -315,3 +315,7 @@ class DiagnosticsMonitorNode(Node):
 
 def main(args=None) -> int:
     return spin_node(DiagnosticsMonitorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -85,3 +85,7 @@ class StateSerializerNode(Node):
 
 def main(args=None) -> int:
     return spin_node(StateSerializerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,3 +87,7 @@ class TernaryEncoderNode(Node):
 
 def main(args=None) -> int:
     return spin_node(lambda: TernaryEncoderNode(owns_process=True), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
