@@ -174,12 +174,18 @@ def test_an_undone_update_is_an_error_on_diagnostics_and_acting_goes_on(harness,
     assert not h.action_for(50, 0).safe_action  # the policy keeps acting on its last good weights
 
 
-def test_a_glitch_is_rejected_like_invalid_input_and_its_reward_never_counts(harness, tmp_path):
-    h = harness("t_pv_glitch", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+def _two_good_steps(h) -> list[float]:
+    """Steps 0 and 1 of episode 0 with a normal CartPole state, each answered by a policy action."""
     good = [0.01, 0.0, 0.02, 0.0]
     for step in range(2):
         h.send(0, step, good, reward=1.0 * step)
         assert not h.action_for(0, step).safe_action
+    return good
+
+
+def test_a_glitch_is_rejected_like_invalid_input_and_its_reward_never_counts(harness, tmp_path):
+    h = harness("t_pv_glitch", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    good = _two_good_steps(h)
     h.send(0, 2, [0.01, 1e30, 0.02, 0.0], reward=1e38)  # well-formed (finite) but absurd
     assert h.action_for(0, 2).safe_action
     wait_for(lambda: any(s.name == "policy_value: input" and "glitch" in s.message for s in h.statuses),
@@ -195,10 +201,7 @@ def test_a_glitch_is_rejected_like_invalid_input_and_its_reward_never_counts(har
 
 def test_invalid_observation_gets_safe_action_and_never_reaches_learner(harness, tmp_path):
     h = harness("t_pv_invalid", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
-    good = [0.01, 0.0, 0.02, 0.0]
-    for step in range(2):
-        h.send(0, step, good, reward=1.0 * step)
-        assert not h.action_for(0, step).safe_action
+    good = _two_good_steps(h)
     assert h.node.learner.buffer.step == 1
     h.send(0, 2, [0.01, 0.0, float("nan"), 0.0], reward=1.0)
     bad = h.action_for(0, 2)
