@@ -66,6 +66,26 @@ test-arm:
 	$(AARCH64_CXX) -O2 -static -march=armv8-a -std=c++17 -Wall -Wextra $(NK_SRC) -o build/native/test_kernels_arm
 	$(QEMU_AARCH64) -cpu cortex-a72 build/native/test_kernels_arm
 
+# The robot user's path for real: the upstream ROS 2 launch stack (vendored in ../shared/vendor/ros2-launch, on no
+# registry these machines reach) installed into the venv, a colcon workspace of both packages built against it, and
+# the tests that run `ros2 launch` on it. Without this target those tests skip; here a skip is a failure.
+ROS2_LAUNCH_VENDOR ?= $(abspath ../shared/vendor/ros2-launch)
+COLCON_WS := build/colcon_ws
+VENV_ABS := $(abspath $(VENV))
+
+.PHONY: launch-setup test-launch
+launch-setup: setup
+	@test -x $(ROS2_LAUNCH_VENDOR)/install.sh || { echo "launch-setup: no ROS 2 launch stack at" \
+		"$(ROS2_LAUNCH_VENDOR) (set ROS2_LAUNCH_VENDOR)" >&2; exit 1; }
+	bash $(ROS2_LAUNCH_VENDOR)/install.sh $(VENV)
+	@mkdir -p $(COLCON_WS)/src && ln -sfn $(CURDIR) $(COLCON_WS)/src/bitrl_ros
+	cd $(COLCON_WS) && CMAKE_PREFIX_PATH=$(VENV_ABS) AMENT_PREFIX_PATH=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH \
+		$(VENV_ABS)/bin/colcon build --symlink-install --base-paths src src/bitrl_ros/bitrl_msgs
+
+test-launch: launch-setup
+	@mkdir -p build/ros_log
+	BITRL_COLCON_WS=$(abspath $(COLCON_WS)) BITRL_REQUIRE_LAUNCH=1 $(PY) -m pytest -q test/test_launch.py
+
 # Optional: llama-cpp-python (built from source, no llava) + gguf for bench/native_vs_llamacpp.py. Not part of setup.
 .PHONY: bench-setup
 bench-setup: setup

@@ -174,3 +174,20 @@ def read_ros_params(path: str | Path) -> dict[str, dict[str, Any]]:
     for extra in sorted(set(per_node) - set(SCHEMAS)):
         result[extra] = per_node[extra]
     return result
+
+
+def node_overrides_file(node: str, overrides: dict[str, Any]) -> str:
+    """Launch-time overrides of one node as a parameter file of their own (a temporary file, like launch_ros's),
+    to be listed after the parameter file they override.
+
+    Not a parameters dict: launch_ros writes a dict under `/**`, and a node's own entry in the parameter file
+    beats a wildcard entry whatever the file order, so `max_steps:=400` would silently keep the file's value.
+    Not `-p` ros_arguments either: launch_ros puts them before `--params-file`, and the later one wins.
+    """
+    import tempfile
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", prefix=f"bitrl_{node}_", suffix=".yaml", delete=False) as out:
+        yaml.safe_dump({node: {"ros__parameters": dict(overrides)}}, out)
+    return out.name

@@ -228,17 +228,8 @@ def run(opts: RunOptions) -> dict:
     finally:
         graph.close()
     summary["checkpoint"] = validated["policy_value"]["checkpoint_dir"]
-    returns = list(policy.stats().episode_returns)
-    if returns:  # the whole history, restored episodes included
-        from bitrl_ros.envs import get_spec
-        from bitrl_ros.train import plot_learning_curve
-
-        plot = Path(summary["checkpoint"]).parent / "learning_curve.png"
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_learning_curve([(i + 1, r, 0) for i, r in enumerate(returns)], plot,
-                            title=f"bitrl run: {b['env']} / {validated['ternary_encoder']['backbone']}",
-                            target=get_spec(b["env"]).solved_return, xlabel="episode")
-        summary["plot"] = str(plot)
+    if "plot" in policy.outputs:  # the node wrote it at shutdown, with the checkpoint and summary.json
+        summary["plot"] = policy.outputs["plot"]
     return summary
 
 

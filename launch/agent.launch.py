@@ -16,6 +16,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from bitrl_ros.params import node_overrides_file
+
 PACKAGE = "bitrl_ros"
 AGENT_NODES = ("state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
 BACKBONE_NODES = ("state_serializer", "ternary_encoder")  # the nodes that have a `backbone` parameter
@@ -40,7 +42,7 @@ def _agent_nodes(context):
         if arg["learn"] and name == "policy_value":
             overrides["learn"] = _truthy(arg["learn"])
         nodes.append(Node(package=PACKAGE, executable=name, name=name, output="screen",
-                          parameters=[arg["config"], overrides]))
+                          parameters=[arg["config"], node_overrides_file(name, overrides)]))
     if arg["record"]:  # record:=<bag dir>: the bag_recorder node joins the graph
         rec = {"path": arg["record"], "use_sim_time": False}
         if arg["record_storage"]:
@@ -49,7 +51,7 @@ def _agent_nodes(context):
             if arg[key]:
                 rec[key] = arg[key]
         nodes.insert(0, Node(package=PACKAGE, executable="bag_recorder", name="bag_recorder", output="screen",
-                             parameters=[arg["config"], rec]))
+                             parameters=[arg["config"], node_overrides_file("bag_recorder", rec)]))
     return nodes
 
 

@@ -2,15 +2,19 @@
 and the agent nodes run with learn:=false, resuming from policy_value.checkpoint_dir.
 
     ros2 launch bitrl_ros replay.launch.py bag:=runs/bag rate:=0   # stepped on the agent's actions
+
+When the bag is exhausted bag_replay ends, and the launch shuts down with it.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction, Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from bitrl_ros.params import node_overrides_file
 
 PACKAGE = "bitrl_ros"
 
@@ -22,7 +26,8 @@ def _player(context):
         if arg[key]:
             overrides[key] = arg[key]
     return [Node(package=PACKAGE, executable="bag_replay", name="bag_replay", output="screen",
-                 parameters=[arg["config"], overrides])]
+                 parameters=[arg["config"], node_overrides_file("bag_replay", overrides)],
+                 on_exit=Shutdown(reason="bag_replay finished"))]
 
 
 def generate_launch_description():

@@ -99,7 +99,8 @@ def test_cache_counts_hits(fp):
     cached = Backbone("c", fp.model, fp.tokenizer, cache_size=2)
     ids = cached.tokenize(["a b", "c d", "e f"])
     first = cached.encode_tokens(ids[:2])
-    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2, "bytes": 2 * 384 * 4}
+    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2, "bytes": 2 * 384 * 4,
+                                    "off": ""}
     again = cached.encode_tokens([ids[1], ids[0]])
     assert np.array_equal(again, first[::-1])
     assert cached.cache_stats()["hits"] == 2
@@ -129,3 +130,20 @@ def test_cache_counts_hits(fp):
     off.encode_tokens(ids[:1])
     off.encode_tokens(ids[:1])
     assert off.cache_stats()["hits"] == 0 and off.cache_stats()["size"] == 0
+
+
+def test_cache_switches_itself_off_where_it_does_not_pay(fp, monkeypatch):
+    import bitrl_ros.backbone.registry as registry
+
+    monkeypatch.setattr(registry, "CACHE_TRIAL_LOOKUPS", 10)
+    ids = fp.tokenize([f"state {i}" for i in range(10)])
+    paying = Backbone("p", fp.model, fp.tokenizer, cache_size=100)
+    for _ in range(5):
+        paying.encode_tokens(ids[:2])  # 8 hits in 10 lookups: kept
+    assert paying.cache_stats()["off"] == "" and paying.cache_stats()["size"] == 2
+    useless = Backbone("u", fp.model, fp.tokenizer, cache_size=100)
+    first = useless.encode_tokens(ids)  # 10 distinct states, 0 hits: emptied and off for good
+    stats = useless.cache_stats()
+    assert "hit rate 0.0% after 10 lookups" in stats["off"] and stats["size"] == 0 and stats["bytes"] == 0
+    assert np.allclose(useless.encode_tokens(ids[:1]), first[:1], atol=1e-5)  # still encodes, just not cached
+    assert useless.cache_stats()["size"] == 0

@@ -1,5 +1,6 @@
 """A node run as its own process (`ros2 run` / `ros2 launch`) ends on SIGINT and on SIGTERM with exit code 0,
-no traceback, after its clean-up.
+no traceback, after its clean-up; also when a second signal follows the first (a terminal's Ctrl-C reaches
+`ros2 launch` and its nodes, and launch then forwards its own SIGINT).
 """
 import os
 import signal
@@ -10,13 +11,14 @@ import uuid
 
 import pytest
 
-CASES = [("sim_bridge", signal.SIGTERM), ("state_serializer", signal.SIGINT), ("policy_value", signal.SIGTERM),
-         ("diagnostics_monitor", signal.SIGINT), ("ternary_encoder", signal.SIGTERM)]
+CASES = [("sim_bridge", signal.SIGTERM, 1), ("state_serializer", signal.SIGINT, 1), ("policy_value", signal.SIGTERM, 1),
+         ("diagnostics_monitor", signal.SIGINT, 1), ("ternary_encoder", signal.SIGTERM, 1),
+         ("policy_value", signal.SIGINT, 10), ("ternary_encoder", signal.SIGINT, 10)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("node,sig", CASES, ids=[f"{n}-{s.name}" for n, s in CASES])
-def test_node_process_exits_cleanly_on_signal(tmp_path, node, sig):
+@pytest.mark.parametrize("node,sig,times", CASES, ids=[f"{n}-{s.name}x{k}" for n, s, k in CASES])
+def test_node_process_exits_cleanly_on_signal(tmp_path, node, sig, times):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     log = tmp_path / "node.log"
     with open(log, "w") as out:
@@ -29,7 +31,10 @@ def test_node_process_exits_cleanly_on_signal(tmp_path, node, sig):
             time.sleep(0.05)  # until the node has started (its first log line)
         time.sleep(0.5)
         assert proc.poll() is None, log.read_text()
-        proc.send_signal(sig)
+        for _ in range(times):  # repeated signals land in the clean-up, whenever it starts
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            time.sleep(0.03)
         rc = proc.wait(30)  # a bound for a hung process, not a timing check
     text = log.read_text()
     assert rc == 0 and "Traceback" not in text and "KeyboardInterrupt" not in text, text

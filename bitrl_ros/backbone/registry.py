@@ -20,6 +20,10 @@ DEFAULT_BACKBONE = "minilm-bitnet-distilled"
 # Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
 SHIPPED_MODELS = ("minilm-bitnet-distilled",)
 CACHE_MAX_BYTES = 256 * 2**20  # the embedding cache never holds more than this, whatever cache_size says
+# The cache has to earn its memory: after CACHE_TRIAL_LOOKUPS lookups, a hit rate under CACHE_MIN_HIT_RATE empties
+# and switches it off for good (CartPole's continuous states hit under 3%, MountainCar's two-decimal ones ~94%).
+CACHE_TRIAL_LOOKUPS = 4096
+CACHE_MIN_HIT_RATE = 0.10
 BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", "mlp")
 
 
@@ -56,6 +60,7 @@ class Backbone:
         self._cache_bytes = 0
         self._hits = 0
         self._misses = 0
+        self.cache_off_reason = ""  # why the cache switched itself off ("" while it is on, or never was)
         max_pos = getattr(model.config, "max_position", None) or getattr(model.config, "max_position_embeddings")
         self._max_len = max_pos
         self.engine = make_engine(self.model, tokenizer.pad_id, engine, threads=threads)
@@ -127,13 +132,21 @@ class Backbone:
             for (key, rows), vec in zip(missing.items(), run(list(missing))):
                 out[rows] = vec
                 self._remember(key, vec)
+        if self.cache_size and not self.cache_off_reason and self._hits + self._misses >= CACHE_TRIAL_LOOKUPS:
+            rate = self._hits / (self._hits + self._misses)
+            if rate < CACHE_MIN_HIT_RATE:
+                self.cache_off_reason = (f"hit rate {rate:.1%} after {self._hits + self._misses} lookups, under "
+                                         f"{CACHE_MIN_HIT_RATE:.0%}: not worth its memory")
+                self.cache_size = 0
+                self._cache.clear()
+                self._cache_bytes = 0
         return out
 
     def cache_stats(self) -> dict:
         total = self._hits + self._misses
         return {"hits": self._hits, "misses": self._misses,
                 "hit_rate": self._hits / total if total else 0.0, "size": len(self._cache),
-                "bytes": self._cache_bytes}
+                "bytes": self._cache_bytes, "off": self.cache_off_reason}
 
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -81,6 +81,8 @@ class BagReplayNode(Node):
                 return  # the last action is still on its way
             self.ended_at = time.perf_counter()
             self.finished.set()
+            self.get_logger().info(f"bag finished: {self.replayed} observations replayed, {self.actions_received} "
+                                   f"actions received, {self.action_timeouts} action timeouts")
             return
         if self.stepped:
             with self._lock:
@@ -133,7 +135,7 @@ class BagReplayNode(Node):
 
 
 def main(args=None) -> int:
-    return spin_node(BagReplayNode, args)
+    return spin_node(BagReplayNode, args, done=lambda node: node.finished.is_set())
 
 
 if __name__ == "__main__":

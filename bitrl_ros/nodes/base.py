@@ -77,6 +77,10 @@ def spin_node(node_class, args=None, done=None) -> int:
     from bitrl_ros.errors import BitrlError
 
     def interrupt(signum, frame):
+        # One signal is enough; later ones must not cut the clean-up short. A terminal's Ctrl-C reaches
+        # `ros2 launch` and its nodes alike, and launch then forwards its own SIGINT: every node gets two.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     # Our handlers, not rclpy's: rclpy's SIGTERM handler leaves a spinning executor waiting for good.

@@ -12,6 +12,7 @@ the learner's worker thread, so acting never waits for learning.
 from __future__ import annotations
 
 from collections import OrderedDict
+import json
 import math
 from pathlib import Path
 import threading
@@ -108,6 +109,7 @@ class PolicyValueNode(Node):
         self._last_action: Action | None = None
         self._last_input_diag = -math.inf
         self._closing = False
+        self.outputs: dict[str, str] = {}  # what _flush wrote at shutdown: checkpoint, plot, summary -> path
 
         self.action_pub = self.create_publisher(Action, "action", PIPELINE_QOS)
         self.stats_pub = self.create_publisher(TrainingStats, "training_stats", STATS_QOS)
@@ -156,9 +158,12 @@ class PolicyValueNode(Node):
                            learning_stopped=learner is not None and learner.learning_stopped)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop acting and wait (bounded) for a running PPO update; its checkpoint is written atomically, so a
-        save cut short leaves the previous checkpoint in place.
+        """Stop acting, wait (bounded) for a running PPO update, then flush what this node owns (see _flush).
+        Checkpoints are written atomically, so a save cut short leaves the previous one in place. Safe to call
+        twice: the second call does nothing.
         """
+        if self._closing:
+            return
         self._closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -166,6 +171,44 @@ class PolicyValueNode(Node):
             self.learner.wait(timeout)
             if self.learner.updating:
                 self.get_logger().warning(f"a PPO update was still running after {timeout:.0f} s; not waiting")
+                return
+        if self.learn:
+            self._flush()
+
+    def _flush(self) -> None:
+        """A learning run's outputs, next to its checkpoint: the checkpoint itself (the weights of the last
+        update, the normalizers and episode returns up to now; the rollout in progress is lost), the learning
+        curve and summary.json. A failure is logged, never raised: shutdown must go on.
+        """
+        from bitrl_ros.train import plot_learning_curve
+
+        ckpt = Path(self.params["checkpoint_dir"])
+        stats = self.stats()
+        returns = list(stats.episode_returns)
+        try:
+            if self.learner is not None:
+                self.learner.save(ckpt, timeout=5.0)
+                self.outputs["checkpoint"] = str(ckpt)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            if returns:
+                plot = ckpt.parent / "learning_curve.png"
+                plot_learning_curve([(i + 1, r, 0) for i, r in enumerate(returns)], plot,
+                                    title=f"{self.params['env']} / {self.layout.backbone if self.layout else '-'}",
+                                    target=self.spec.solved_return, xlabel="episode")
+                self.outputs["plot"] = str(plot)
+            summary = {"env": self.params["env"], "global_step": self.global_step, "episodes": len(returns),
+                       "updates": stats.updates, "resumed_updates": stats.resumed_updates,
+                       "mean_return": float(np.mean(returns[-RETURN_WINDOW:])) if returns else None,
+                       "return_window": RETURN_WINDOW, "failed_updates": stats.failed_updates,
+                       "learning_stopped": stats.learning_stopped, "glitches": stats.glitches,
+                       "safe_actions": stats.safe_actions, "rollouts_dropped": stats.rollouts_dropped,
+                       **self.outputs}
+            path = ckpt.parent / "summary.json"
+            path.write_text(json.dumps(summary, indent=2) + "\n")
+            self.outputs["summary"] = str(path)
+            self.get_logger().info(f"flushed: {', '.join(f'{k} {v}' for k, v in self.outputs.items())}")
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.get_logger().error(f"could not write the run's outputs next to {ckpt}: {exc}")
 
     # -- inputs -------------------------------------------------------------------------------------------------
     def _on_observation(self, msg: Observation) -> None:

@@ -51,6 +51,7 @@ class TernaryEncoderNode(Node):
         self.encode_ms = SampleWindow(1000)  # wall time of recent encode calls (cache hits included)
         self.published_count = 0
         self.error_count = 0                 # states that could not be encoded (e.g. empty token ids)
+        self._cache_off_logged = False
 
         self.pub = self.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
         self.sub = self.create_subscription(SerializedState, "serialized_state", self._on_state, PIPELINE_QOS)
@@ -75,8 +76,12 @@ class TernaryEncoderNode(Node):
             ms = (time.perf_counter() - t0) * 1e3
             out.embedding = to_float32_list(feats[0])
             out.encode_ms = ms
-            out.cache_hit = self.backbone.cache_stats()["hits"] > hits
+            stats = self.backbone.cache_stats()
+            out.cache_hit = stats["hits"] > hits
             self.encode_ms.add(ms)
+            if stats["off"] and not self._cache_off_logged:
+                self._cache_off_logged = True
+                self.get_logger().info(f"embedding cache switched off: {stats['off']}")
         self.pub.publish(out)
         self.published_count += 1
 
