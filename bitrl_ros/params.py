@@ -43,6 +43,10 @@ _GUARD = settings.by_name(settings.GUARD)
 _BACKBONE = settings.BACKBONE.as_ros_parameter(description="backbone id or model dir (frozen); the serializer "
                                                "uses its tokenizer to produce token_ids")
 
+# The managed (lifecycle) nodes' own parameter (bitrl_ros/nodes/managed.py).
+AUTOSTART = Setting("autostart", True, "configure and activate at start-up (ros2 run); false: stay unconfigured "
+                    "until a lifecycle manager drives the transitions (the launch files and bitrl run do)")
+
 # A node parameter is a Setting; the ones only nodes have are declared here.
 SCHEMAS: dict[str, list[Setting]] = {
     "sim_bridge": COMMON + [
@@ -59,6 +63,7 @@ SCHEMAS: dict[str, list[Setting]] = {
         _BACKBONE, _FEATURE["engine"], _FEATURE["pooling"].as_ros_parameter(), _FEATURE["cache_size"],
         Setting("threads", 1, "encoder threads: the native engine's pool; torch's (process-wide) only when the "
                 "node runs in a process of its own", 1, 64),
+        AUTOSTART,
     ],
     "policy_value": COMMON + FEATURES + [
         settings.SEED.as_ros_parameter(description="seed of the heads and of action sampling"),
@@ -76,6 +81,7 @@ SCHEMAS: dict[str, list[Setting]] = {
                 choices=("zero", "hold")),
         Setting("watchdog_periods", 3, "control periods without a fresh observation before the watchdog trips",
                 1, 1000),
+        AUTOSTART,
     ] + NODE_PPO,
     "bag_recorder": COMMON + [
         Setting("path", "runs/bag", "bag directory to create (must not exist)"),

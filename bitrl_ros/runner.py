@@ -24,6 +24,7 @@ from bitrl_ros.settings import EXECUTORS
 
 NODE_ORDER = ("sim_bridge", "state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
 AGENT_NODES = NODE_ORDER[1:]
+MANAGED_NODES = ("ternary_encoder", "policy_value")  # lifecycle nodes (nodes/managed.py)
 
 
 @dataclass
@@ -183,11 +184,18 @@ def build_nodes(validated: dict, context, namespace: str | None = None, names=NO
     nodes = {}
     try:
         for name in names:
-            overrides = [Parameter(k, value=v) for k, v in validated[name].items()]
+            values = dict(validated[name])
+            if name in MANAGED_NODES:
+                values["autostart"] = False  # the transitions are driven below, in order
+            overrides = [Parameter(k, value=v) for k, v in values.items()]
             kwargs = {"context": context, "parameter_overrides": overrides}
             if namespace:
                 kwargs["namespace"] = namespace
             nodes[name] = classes[name](**kwargs)
+        for transition in ("configure", "activate"):  # as a lifecycle manager would: the encoder first
+            for name in MANAGED_NODES:
+                if name in nodes:
+                    nodes[name].change(transition)
     except BaseException:
         for node in nodes.values():  # the ones built before the failure
             node.destroy_node()

@@ -7,20 +7,29 @@ The robot driver (or sim.launch.py's sim_bridge) supplies `observation` and cons
 
 Launch arguments left empty keep the parameter file's values; `bitrl run` starts the same nodes from the same
 file in one process.
+
+ternary_encoder and policy_value are managed (lifecycle) nodes, started with autostart:=false: this file drives
+them through configure (the backbone loads, the checkpoint resumes) and, once each is inactive, activate. A
+failed configure leaves that node unconfigured, with the error in its log, and the agent does not act.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from bitrl_ros.params import node_overrides_file
 
 PACKAGE = "bitrl_ros"
 AGENT_NODES = ("state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
 BACKBONE_NODES = ("state_serializer", "ternary_encoder")  # the nodes that have a `backbone` parameter
+MANAGED_NODES = ("ternary_encoder", "policy_value")       # lifecycle nodes: configured, then activated, from here
 
 
 def _truthy(text: str) -> bool:
@@ -41,6 +50,11 @@ def _agent_nodes(context):
             overrides["backbone"] = arg["backbone"]
         if arg["learn"] and name == "policy_value":
             overrides["learn"] = _truthy(arg["learn"])
+        if name in MANAGED_NODES:
+            overrides["autostart"] = False
+            nodes += _managed(LifecycleNode(package=PACKAGE, executable=name, name=name, namespace="", output="screen",
+                                            parameters=[arg["config"], node_overrides_file(name, overrides)]))
+            continue
         nodes.append(Node(package=PACKAGE, executable=name, name=name, output="screen",
                           parameters=[arg["config"], node_overrides_file(name, overrides)]))
     if arg["record"]:  # record:=<bag dir>: the bag_recorder node joins the graph
@@ -53,6 +67,18 @@ def _agent_nodes(context):
         nodes.insert(0, Node(package=PACKAGE, executable="bag_recorder", name="bag_recorder", output="screen",
                              parameters=[arg["config"], node_overrides_file("bag_recorder", rec)]))
     return nodes
+
+
+def _managed(node: LifecycleNode) -> list:
+    """A lifecycle node, the request to configure it, and a handler that activates it once it is inactive."""
+
+    def change(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+    activate = RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                      goal_state="inactive",
+                                                      entities=[change(Transition.TRANSITION_ACTIVATE)]))
+    return [activate, node, change(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description():

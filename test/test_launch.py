@@ -112,6 +112,15 @@ def assert_clean_exit(launch: Launch, rc: int, processes) -> str:
     return text
 
 
+def assert_managed_nodes_activated(text: str) -> None:
+    """The launch file drove both lifecycle nodes: unconfigured at start, then configure, then activate."""
+    for name in ("ternary_encoder", "policy_value"):
+        lines = [line for line in text.splitlines() if f"[{name}]:" in line]
+        marks = [next((i for i, line in enumerate(lines) if mark in line), None)
+                 for mark in ("unconfigured: waiting for configure", "configure: inactive", "activate: active")]
+        assert None not in marks and marks == sorted(marks), f"{name}:\n" + "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
     """One lockstep `sim.launch.py max_steps:=400` with a bag recorded: it must end by itself."""
@@ -129,6 +138,7 @@ def test_sim_launch_ends_by_itself_at_max_steps_with_checkpoint_plot_and_bag(sim
 
     text = assert_clean_exit(sim_run["launch"], sim_run["rc"], ("sim_bridge", "bag_recorder") + AGENT_PROCESSES)
     assert f"max_steps={MAX_STEPS} reached" in text
+    assert_managed_nodes_activated(text)
     ckpt = sim_run["checkpoint"]
     assert (ckpt / STATE_FILE).is_file()
     assert (ckpt.parent / "learning_curve.png").stat().st_size > 1000
@@ -254,6 +264,7 @@ def test_agent_launch_acts_at_40_hz_for_a_robot_driver_and_shuts_down_cleanly(tm
     if how == "ctrl-c":
         text = assert_clean_exit(launch, rc, AGENT_PROCESSES)
         assert "flushed: checkpoint" in text
+        assert_managed_nodes_activated(text)
     else:
         text = launch.text()
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text

@@ -109,7 +109,7 @@ def test_launch_file(path, entry_points, installed):
     consts = _module_constants(tree)
     loops = _loop_values(tree, consts)
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    for call in _calls(tree, "Node"):
+    for call in [*_calls(tree, "Node"), *_calls(tree, "LifecycleNode")]:
         kw = {k.arg: k.value for k in call.keywords}
         assert "package" in kw and "executable" in kw, f"{path.name}: Node() without package/executable"
         assert _resolve(kw["package"], consts) == ["bitrl_ros"], f"{path.name}: a package other than bitrl_ros"

@@ -8,6 +8,11 @@ between observation and action), while a wall-clock timer at control_rate_hz kee
 when no fresh state arrived for 1.5 control periods it repeats (holds) the last action, and after
 watchdog_periods it publishes the safe action until data returns. PPO updates run in
 the learner's worker thread, so acting never waits for learning.
+
+A managed (lifecycle) node (nodes/managed.py): configure resumes the checkpoint when there is one (the heads are
+built from the layout it records; otherwise from the first encoded state), activate starts acting, deactivate
+publishes the safe action once and stops acting and learning (states arriving meanwhile are dropped), cleanup
+writes the checkpoint and frees the heads and learner.
 """
 from __future__ import annotations
 
@@ -22,17 +27,17 @@ from diagnostic_msgs.msg import DiagnosticArray
 import gymnasium as gym
 import numpy as np
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 
 from bitrl_msgs.msg import Action, EncodedState, Observation, TrainingStats
 from bitrl_msgs.srv import SaveCheckpoint
 from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
-from bitrl_ros.features import assemble_features, node_layout
+from bitrl_ros.features import assemble_features, FeatureLayout, node_layout
 from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
 from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation_to_array, OK, to_float32_list, WARN
+from bitrl_ros.nodes.managed import ManagedNode
 from bitrl_ros.nodes.stats import PolicyStats
-from bitrl_ros.rl.checkpoint import STATE_FILE
+from bitrl_ros.rl.checkpoint import read_checkpoint_state, STATE_FILE
 from bitrl_ros.rl.evaluation import RETURN_WINDOW
 from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.heads import clip_action
@@ -68,7 +73,7 @@ def env_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
-class PolicyValueNode(Node):
+class PolicyValueNode(ManagedNode):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params = p = declare_parameters(self, NODE_NAME)
@@ -132,6 +137,46 @@ class PolicyValueNode(Node):
         self.get_logger().info(
             f"{p['env']} ({'discrete' if self.discrete else 'continuous'} actions), mode={p['mode']}, "
             f"learn={self.learn}, rollout={self.ppo_config.num_steps}, checkpoints in {p['checkpoint_dir']}")
+        self.start(p["autostart"])
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Resume now when there is a checkpoint (a bad one fails the transition), else wait for the first state."""
+        if self.params["resume"] and self._checkpoint_exists():
+            ckpt = self.params["checkpoint_dir"]
+            saved = read_checkpoint_state(ckpt)["extra"].get("feature_layout")
+            if saved is None:  # an old checkpoint: the first state's resume refuses it, with the explanation
+                return
+            layout = FeatureLayout.from_dict(saved, f"{ckpt}: feature layout")
+            try:
+                node_layout(self.params, layout.backbone, layout.hidden).check_same(layout, str(ckpt))
+            except BitrlError:
+                self.learner = self.layout = self.feature_dim = None
+                raise
+            self._make_learner(layout)
+            self._resume()
+            self._log_heads()
+
+    def activate(self) -> None:
+        if self.realtime:
+            self._armed = self._tripped = False  # the watchdog waits for the first fresh state again
+            self._stale_ticks = 0
+
+    def deactivate(self) -> None:
+        self._publish(self._safe_action(None))
+        self._drop_pending()  # the state acted on will get no reward: not learned from
+
+    def cleanup(self) -> None:
+        if self.learn and self.learner is not None and not self.learner.updating:
+            self.learner.save(self.params["checkpoint_dir"], timeout=5.0)
+        with self._lock:
+            self.learner = self.layout = self.feature_dim = None
+            self.restored = {}
+            self.global_step, self.episode_returns, self._returns_reported = 0, [], 0
+            self._current_episode, self._current_return = None, 0.0
+        self._join.clear()
+        self._handled.clear()
+        self._pending_key = self._last_action = None
 
     # -- statistics for the runner ------------------------------------------------------------------------------
     @property
@@ -212,7 +257,7 @@ class PolicyValueNode(Node):
 
     # -- inputs -------------------------------------------------------------------------------------------------
     def _on_observation(self, msg: Observation) -> None:
-        if self._closing:
+        if self._closing or not self.active:
             return
         key = (int(msg.episode), int(msg.step))
         if key in self._handled:
@@ -258,7 +303,7 @@ class PolicyValueNode(Node):
         return reason
 
     def _on_encoded(self, msg: EncodedState) -> None:
-        if self._closing:
+        if self._closing or not self.active:
             return
         key = (int(msg.episode), int(msg.step))
         if key not in self._handled:
@@ -299,6 +344,9 @@ class PolicyValueNode(Node):
         if enc.readout and self.layout.readout not in (enc.readout, "none"):
             raise InvalidObservation(f"encoded_state field 'readout' is {enc.readout!r}, the heads take the "
                                      f"{self.layout.readout!r} readout (set readout under /** for every node)")
+        if enc.backbone_id and self.layout.embedding_dim and enc.backbone_id != self.layout.backbone:
+            raise InvalidObservation(f"encoded_state field 'backbone_id' is {enc.backbone_id!r}, the heads (resumed "
+                                     f"from {self.params['checkpoint_dir']}) take {self.layout.backbone!r}")
         if embedding.size != self.layout.embedding_dim:
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, the feature "
                                      f"layout (backbone {self.layout.backbone}, readout {self.layout.readout}) "
@@ -332,31 +380,46 @@ class PolicyValueNode(Node):
         if hidden * (self.obs_dim if per_field else 1) != embedding_size:
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding_size}, not a multiple "
                                      f"of the {self.obs_dim} fields the {p['readout']} readout gives")
-        self.layout = node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden)
-        self.feature_dim = self.layout.feature_dim
+        self._make_learner(node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden))
+        if p["resume"] and self._checkpoint_exists():
+            self._resume()
+        self._log_heads()
+
+    def _make_learner(self, layout: FeatureLayout) -> None:
+        p = self.params
+        self.layout = layout
+        self.feature_dim = layout.feature_dim
         self.learner = OnlineLearner(
             self.feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
             checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
             extra_state=self._extra_state, on_update=self._on_update, layout=self.layout,
             on_failure=self._on_failed_update, on_checkpoint=self._on_checkpoint)
-        ckpt = Path(p["checkpoint_dir"])
+
+    def _checkpoint_exists(self) -> bool:
+        ckpt = Path(self.params["checkpoint_dir"])
         aside = ckpt.parent / f".{ckpt.name}.previous"  # a save that died between its renames (see checkpoint.py)
-        if p["resume"] and ((ckpt / STATE_FILE).is_file() or aside.is_dir()):
-            try:
-                extra = self.learner.load(ckpt)
-            except BitrlError as exc:
-                self.get_logger().fatal(str(exc))
-                raise
-            with self._lock:
-                self.global_step += int(extra.get("global_step", 0))
-                self.episode_returns[:0] = [float(r) for r in extra.get("episode_returns", [])]
-                self._returns_reported = len(self.episode_returns)
-                self._last_stats_step = self.global_step
-            self.restored = {"updates": self.learner.ppo.num_updates, "global_step": int(extra.get("global_step", 0)),
-                             "episodes": int(extra.get("episodes", 0))}
-            self.get_logger().info(f"resumed from {ckpt}: {self.restored['updates']} updates, global step "
-                                   f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
+        return (ckpt / STATE_FILE).is_file() or aside.is_dir()
+
+    def _resume(self) -> None:
+        ckpt = Path(self.params["checkpoint_dir"])
+        try:
+            extra = self.learner.load(ckpt)
+        except BitrlError as exc:
+            self.get_logger().fatal(str(exc))
+            self.learner = self.layout = self.feature_dim = None
+            raise
+        with self._lock:
+            self.global_step += int(extra.get("global_step", 0))
+            self.episode_returns[:0] = [float(r) for r in extra.get("episode_returns", [])]
+            self._returns_reported = len(self.episode_returns)
+            self._last_stats_step = self.global_step
+        self.restored = {"updates": self.learner.ppo.num_updates, "global_step": int(extra.get("global_step", 0)),
+                         "episodes": int(extra.get("episodes", 0))}
+        self.get_logger().info(f"resumed from {ckpt}: {self.restored['updates']} updates, global step "
+                               f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
+
+    def _log_heads(self) -> None:
         readout = self.learner.ppo.readout
         self.get_logger().info(f"heads built: {self.feature_dim} features ({self.layout.backbone}, readout "
                                f"{self.layout.readout}{', raw observation' if self.layout.raw_skip else ''}) -> "
@@ -528,7 +591,7 @@ class PolicyValueNode(Node):
             self._step(fresh[1], fresh[2])
 
     def _on_tick(self) -> None:
-        if self._closing:
+        if self._closing or not self.active:
             return
         # Fed by arrivals within the last 1.5 periods: the actions already went out, nothing to fill in.
         stale_periods = (time.monotonic() - self._last_fresh) / self._period

@@ -1,15 +1,15 @@
 """ternary_encoder: SerializedState -> EncodedState, the frozen backbone's readout of one state (a pooled vector,
 or one vector per observation field, averaged over the tokens SerializedState.token_fields assigns to it).
 
-The backbone is loaded once at start-up. Identical token sequences hit the backbone's LRU cache (the backbone
-is frozen, so the features are the same); cache_hit says whether the cache answered. Backbone "mlp" has no
-encoder: an empty embedding is published and the policy uses the raw observation.
+A managed (lifecycle) node (nodes/managed.py): configure loads the backbone, activate starts encoding, deactivate
+stops it (states arriving meanwhile are dropped), cleanup frees the backbone. Identical token sequences hit the
+backbone's LRU cache (the backbone is frozen, so the features are the same); cache_hit says whether the cache
+answered. Backbone "mlp" has no encoder: an empty embedding is published and the policy uses the raw observation.
 """
 from __future__ import annotations
 
 import time
 
-from rclpy.node import Node
 import torch
 
 from bitrl_msgs.msg import EncodedState, SerializedState
@@ -18,13 +18,14 @@ from bitrl_ros.errors import ConfigError
 from bitrl_ros.features import EmbedStage, node_layout
 from bitrl_ros.nodes.base import declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import copy_header, to_float32_list
+from bitrl_ros.nodes.managed import ManagedNode
 from bitrl_ros.telemetry import SampleWindow
 
 # The encoder accepts any sequence the serializer's budget (<= 512) allows; positions are checked by the model.
 MAX_TOKENS = 512
 
 
-class TernaryEncoderNode(Node):
+class TernaryEncoderNode(ManagedNode):
     def __init__(self, owns_process: bool = False, **node_kwargs):
         """owns_process: the node is alone in its process (`ros2 run` / `ros2 launch`), so it may set torch's
         process-wide thread count; in `bitrl run` it shares the process with the trainer and must not.
@@ -33,21 +34,9 @@ class TernaryEncoderNode(Node):
         self.params = p = declare_parameters(self, "ternary_encoder")
         if owns_process:
             torch.set_num_threads(p["threads"])
-        t0 = time.perf_counter()
-        try:
-            self.backbone = load_backbone(p["backbone"], cache_size=p["cache_size"], max_tokens=MAX_TOKENS,
-                                          engine=p["engine"], threads=p["threads"])
-        except ValueError as exc:
-            raise ConfigError(f"ternary_encoder: invalid value for 'backbone' = {p['backbone']!r} ({exc})") from None
-        self.load_s = time.perf_counter() - t0
         self.backbone_id = p["backbone"]
-        try:
-            self.layout = node_layout(p, self.backbone_id, 0 if self.backbone is None else self.backbone.hidden_size)
-        except ValueError as exc:
-            raise ConfigError(f"ternary_encoder: invalid parameters ({exc})") from None
-        self.stage = EmbedStage(self.backbone, self.layout)
-        self.feature_dim = self.layout.embedding_dim
-
+        self.backbone = self.layout = self.stage = self.feature_dim = None
+        self.load_s = 0.0
         self.encode_ms = SampleWindow(1000)  # wall time of recent encode calls (cache hits included)
         self.published_count = 0
         self.error_count = 0                 # states that could not be encoded (e.g. empty token ids)
@@ -55,11 +44,34 @@ class TernaryEncoderNode(Node):
 
         self.pub = self.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
         self.sub = self.create_subscription(SerializedState, "serialized_state", self._on_state, PIPELINE_QOS)
+        self.start(p["autostart"])
+
+    def configure(self) -> None:
+        p = self.params
+        t0 = time.perf_counter()
+        try:
+            backbone = load_backbone(p["backbone"], cache_size=p["cache_size"], max_tokens=MAX_TOKENS,
+                                     engine=p["engine"], threads=p["threads"])
+        except ValueError as exc:
+            raise ConfigError(f"ternary_encoder: invalid value for 'backbone' = {p['backbone']!r} ({exc})") from None
+        try:
+            layout = node_layout(p, self.backbone_id, 0 if backbone is None else backbone.hidden_size)
+        except ValueError as exc:
+            raise ConfigError(f"ternary_encoder: invalid parameters ({exc})") from None
+        self.backbone, self.layout, self.load_s = backbone, layout, time.perf_counter() - t0
+        self.stage = EmbedStage(self.backbone, self.layout)
+        self.feature_dim = self.layout.embedding_dim
+        self._cache_off_logged = False
         self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s)) "
                                f"loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
                                f"readout {self.layout.readout}, cache {p['cache_size']} entries")
 
+    def cleanup(self) -> None:
+        self.backbone = self.layout = self.stage = self.feature_dim = None
+
     def _on_state(self, msg: SerializedState) -> None:
+        if not self.active:
+            return  # unconfigured or inactive: nothing is encoded
         out = copy_header(msg, EncodedState())
         out.backbone_id = self.backbone_id
         out.readout = self.layout.readout
