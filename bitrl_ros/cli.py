@@ -82,21 +82,30 @@ def cmd_run(args) -> int:
 
     from bitrl_ros.runner import RunOptions, run, summary_rows
 
-    def stop(signum, frame):  # SIGTERM (docker stop, a supervisor) ends the run like Ctrl-C: summary, exit 130
+    def stop(signum, frame):
+        # SIGINT and SIGTERM (Ctrl-C, docker stop, a supervisor) end the run the same way: the nodes flush, the
+        # summary prints, exit code 0, as every node run on its own does. Later signals must not cut that short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     console = Console()
     opts = RunOptions(config=args.config, steps=args.steps, mode=args.mode, overrides=_parse_set(args.set),
                       duration=args.duration, progress=not args.no_progress, namespace=args.namespace,
                       executor=args.executor, threads=args.threads, log=console.print,
                       record=args.record, record_storage=args.record_storage)
-    summary = run(opts)
+    try:
+        summary = run(opts)
+    except KeyboardInterrupt:  # before the graph was spinning: nothing ran, nothing to summarize
+        console.print("bitrl run: interrupted before the graph started")
+        return 0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     console.print(metric_table(f"bitrl run: {summary['env']} / {summary['mode']}", summary_rows(summary)))
-    return 130 if summary.get("interrupted") else 0
+    return 0
 
 
 def cmd_replay(args) -> int:

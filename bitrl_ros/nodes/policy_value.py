@@ -148,11 +148,7 @@ class PolicyValueNode(ManagedNode):
             if saved is None:  # an old checkpoint: the first state's resume refuses it, with the explanation
                 return
             layout = FeatureLayout.from_dict(saved, f"{ckpt}: feature layout")
-            try:
-                node_layout(self.params, layout.backbone, layout.hidden).check_same(layout, str(ckpt))
-            except BitrlError:
-                self.learner = self.layout = self.feature_dim = None
-                raise
+            node_layout(self.params, layout.backbone, layout.hidden).check_same(layout, str(ckpt))
             self._make_learner(layout)
             self._resume()
             self._log_heads()
@@ -167,8 +163,10 @@ class PolicyValueNode(ManagedNode):
         self._drop_pending()  # the state acted on will get no reward: not learned from
 
     def cleanup(self) -> None:
-        if self.learn and self.learner is not None and not self.learner.updating:
-            self.learner.save(self.params["checkpoint_dir"], timeout=5.0)
+        if self.learner is not None:
+            self.learner.wait(5.0)  # a running update finishes (and checkpoints) before its learner goes
+            if self.learn and not self.learner.updating:
+                self.learner.save(self.params["checkpoint_dir"], timeout=5.0)
         with self._lock:
             self.learner = self.layout = self.feature_dim = None
             self.restored = {}
