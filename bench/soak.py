@@ -28,7 +28,9 @@ import threading
 import time
 
 import numpy as np
+from rclpy.node import Node
 
+from bitrl_ros.nodes.base import InProcessGraph
 from bitrl_ros.telemetry.board import cpu_model
 
 HERE = Path(__file__).resolve().parent
@@ -48,32 +50,23 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-class Listener:
+class Listener(Node):
     """Action arrivals, /diagnostics control-loop figures and training_stats counts, from a node of our own."""
 
-    def __init__(self, domain_id: int):
-        import rclpy
+    def __init__(self, **node_kwargs):
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
         from bitrl_msgs.msg import Action, TrainingStats
         from bitrl_ros.nodes.base import DIAGNOSTICS_QOS, PIPELINE_QOS, STATS_QOS
 
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("soak_listener", context=self.context)
+        super().__init__("soak_listener", **node_kwargs)
         self.lock = threading.Lock()
         self.arrivals: list[float] = []
         self.diag: list[tuple[float, float]] = []  # (rate Hz, period deviation p99 ms) per /diagnostics message
         self.updates = 0
-        self.node.create_subscription(Action, f"/{NAMESPACE}/action", self._on_action, PIPELINE_QOS)
-        self.node.create_subscription(TrainingStats, f"/{NAMESPACE}/training_stats", self._on_stats, STATS_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.create_subscription(Action, f"/{NAMESPACE}/action", self._on_action, PIPELINE_QOS)
+        self.create_subscription(TrainingStats, f"/{NAMESPACE}/training_stats", self._on_stats, STATS_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
 
     def _on_action(self, msg) -> None:
         with self.lock:
@@ -98,11 +91,6 @@ class Listener:
         with self.lock:
             arrivals, diag, self.arrivals, self.diag = self.arrivals, self.diag, [], []
             return arrivals, diag, self.updates
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
 
 
 def minute_row(minute: int, rss: float, arrivals: list[float], last: float | None, diag, updates: int) -> dict:
@@ -162,7 +150,8 @@ def main() -> int:
            "--set", "policy_value.resume=false"]
     log = open(tmp / "bitrl_run.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    listener = Listener(domain_id)
+    graph = InProcessGraph(lambda ctx: Listener(context=ctx), domain_id=domain_id)
+    listener = graph.node
     rows: list[dict] = []
     try:
         while not listener.arrivals and proc.poll() is None:
@@ -179,7 +168,7 @@ def main() -> int:
             print(f"minute {minute:3d}: RSS {r['rss_mb']:.0f} MB, {r['rate_hz']:.2f} Hz, period deviation p99 "
                   f"{r['period_dev_p99_ms']:.2f} ms, {updates} updates", flush=True)
     finally:
-        listener.close()
+        graph.close()
         proc.terminate()
         proc.wait(60)
         log.close()

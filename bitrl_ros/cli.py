@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-import signal
 import sys
 
 import yaml
@@ -82,15 +81,11 @@ def cmd_run(args) -> int:
 
     from bitrl_ros.runner import RunOptions, run, summary_rows
 
-    def stop(signum, frame):
-        # SIGINT and SIGTERM (Ctrl-C, docker stop, a supervisor) end the run the same way: the nodes flush, the
-        # summary prints, exit code 0, as every node run on its own does. Later signals must not cut that short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+    from bitrl_ros.interrupt import interrupt_once_on_signals
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # SIGINT and SIGTERM (Ctrl-C, docker stop, a supervisor) end the run the same way: the nodes flush, the summary
+    # prints, exit code 0, as every node run on its own does.
+    interrupt_once_on_signals()
     console = Console()
     opts = RunOptions(config=args.config, steps=args.steps, mode=args.mode, overrides=_parse_set(args.set),
                       duration=args.duration, progress=not args.no_progress, namespace=args.namespace,

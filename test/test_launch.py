@@ -14,12 +14,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from rclpy.node import Node
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,34 +170,24 @@ def test_replay_launch_replays_the_recorded_bag_and_ends_by_itself(sim_run):
     assert re.search(r"learn=False", text), text
 
 
-class RobotStandIn:
+class RobotStandIn(Node):
     """Stands in for the robot driver: a real CartPole publishing `observation` at 40 Hz from a wall-clock timer,
     stepping with the newest `action`; records when each action arrives.
     """
 
-    def __init__(self, domain_id: int):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
+    def __init__(self, **node_kwargs):
         from bitrl_msgs.msg import Action, Observation
         from bitrl_ros.nodes.base import PIPELINE_QOS
 
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("robot_driver", context=self.context)
+        super().__init__("robot_driver", **node_kwargs)
         self.env = gym.make("CartPole-v1")
         self.obs, _ = self.env.reset(seed=0)
         self.episode, self.step, self.action = 0, 0, 0
         self.arrivals: list[float] = []
         self.Observation = Observation
-        self.pub = self.node.create_publisher(Observation, "observation", PIPELINE_QOS)
-        self.node.create_subscription(Action, "action", self._on_action, PIPELINE_QOS)
-        self.node.create_timer(1 / 40, self._tick)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self.pub = self.create_publisher(Observation, "observation", PIPELINE_QOS)
+        self.create_subscription(Action, "action", self._on_action, PIPELINE_QOS)
+        self.create_timer(1 / 40, self._tick)
 
     def _on_action(self, msg) -> None:
         self.arrivals.append(time.monotonic())
@@ -210,18 +200,12 @@ class RobotStandIn:
         msg = self.Observation(episode=self.episode, step=self.step, values=[float(v) for v in self.obs],
                                reward=float(reward), terminated=bool(terminated), truncated=bool(truncated))
         msg.header.frame_id = "CartPole-v1"
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)
         self.step += 1
         if terminated or truncated:
             self.episode, self.step = self.episode + 1, 0
             self.obs, _ = self.env.reset(seed=self.episode)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
-        self._thread.join(5)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -243,18 +227,21 @@ def test_agent_launch_acts_at_40_hz_for_a_robot_driver_and_shuts_down_cleanly(tm
     config = _write_config(tmp_path / "agent.yaml", ckpt, "realtime")
     domain = 143 if how == "ctrl-c" else 144
     launch = Launch(tmp_path, "agent.launch.py", {"config": config}, domain)
-    robot = None
+    from bitrl_ros.nodes.base import InProcessGraph
+
+    graph = None
     try:
         launch.wait_for(r"\[policy_value\]: CartPole-v1", 120)
         launch.wait_for(r"\[ternary_encoder\]: backbone .* loaded", 120)
-        robot = RobotStandIn(domain)
+        graph = InProcessGraph(lambda ctx: RobotStandIn(context=ctx), domain_id=domain)
+        robot = graph.node
         deadline = time.monotonic() + 120
         while len(robot.arrivals) < 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         arrivals = np.array(robot.arrivals)
     finally:
-        if robot is not None:
-            robot.close()
+        if graph is not None:
+            graph.close()
         os.killpg(launch.proc.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
     rc = launch.wait(60)
     deadline = time.monotonic() + 30

@@ -68,25 +68,17 @@ def spin_node(node_class, args=None, done=None) -> int:
     SIGINT and SIGTERM end it with exit code 0 after the same clean-up. A node with a `shutdown()` method (e.g.
     policy_value, waiting for a running update) gets it called first.
     """
-    import signal
     import sys
 
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
     from bitrl_ros.errors import BitrlError
-
-    def interrupt(signum, frame):
-        # One signal is enough; later ones must not cut the clean-up short. A terminal's Ctrl-C reaches
-        # `ros2 launch` and its nodes alike, and launch then forwards its own SIGINT: every node gets two.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+    from bitrl_ros.interrupt import interrupt_once_on_signals
 
     # Our handlers, not rclpy's: rclpy's SIGTERM handler leaves a spinning executor waiting for good.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_once_on_signals()
     node = None
     try:
         node = node_class()
@@ -146,17 +138,18 @@ class InProcessGraph:
     nodes destroys the ones it made, as runner.build_nodes does).
     signal_handlers=False leaves SIGINT to Python (KeyboardInterrupt), so that `bitrl run` can stop cleanly and
     still print its summary. start=False: call start() later (e.g. after a recorder has matched its topics).
+    domain_id: the DDS domain (default: ROS_DOMAIN_ID), e.g. to join a graph started in another process.
     close() stops the spinning, calls shutdown() on every node that has one (policy_value lets a running update
     finish its checkpoint), waits for callbacks in flight, destroys the nodes and shuts the context down.
     """
 
     def __init__(self, build, executor: str = "single", threads: int | None = None, signal_handlers: bool = True,
-                 start: bool = True):
+                 start: bool = True, domain_id: int | None = None):
         from rclpy.signals import SignalHandlerOptions
 
         self.ctx = rclpy.Context()
         options = {} if signal_handlers else {"signal_handler_options": SignalHandlerOptions.NO}
-        rclpy.init(context=self.ctx, args=[], **options)
+        rclpy.init(context=self.ctx, args=[], domain_id=domain_id, **options)
         self.nodes: dict = {}
         self._closed = False
         self.executor = None
