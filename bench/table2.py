@@ -76,9 +76,10 @@ def cell_id(env: str, agent: str, seed: int) -> str:
     return f"{env}/{agent}/s{seed}"
 
 
-def run_cell(env: str, agent: str, seed: int, steps: int) -> dict:
-    run_dir = RUNS / f"{env}-{agent}-s{seed}"
-    overrides = dict(AGENTS[agent])
+def run_cell(env: str, agent: str, seed: int, steps: int, agents: dict | None = None, runs: Path = RUNS) -> dict:
+    """One `bitrl train` run as its own process; agents: name -> backbone and --set overrides (default AGENTS)."""
+    run_dir = runs / f"{env}-{agent}-s{seed}"
+    overrides = dict((agents or AGENTS)[agent])
     backbone = overrides.pop("backbone")
     cmd = [sys.executable, "-m", "bitrl_ros.cli", "train", "--env", env, "--backbone", backbone, "--steps",
            str(steps), "--seed", str(seed), "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]
@@ -95,6 +96,7 @@ def run_cell(env: str, agent: str, seed: int, steps: int) -> dict:
             "final_return": s["mean_return"], "eval_return": s["eval_mean_return"],
             "steps_to_threshold": s["first_solved_step"], "steps_per_s": s["steps_per_s"],
             "cache_hit_rate": s["cache_hit_rate"], "mean_tokens": s["mean_tokens"],
+            "success_rate": s.get("success_rate"), "eval_success_rate": s.get("eval_success_rate"),
             "process_wall_s": time.perf_counter() - t0, "curve": _thin(curve)}
 
 
@@ -110,19 +112,20 @@ def _thin(curve, keep: int = 400):
     return [[int(steps[i]), round(float(smooth[i]), 2)] for i in idx]
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"cells": {}}
+def load_results(path: Path = RESULTS) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
 
 
-def save_cell(cell: dict) -> None:
-    data = load_results()
+def save_cell(cell: dict, path: Path = RESULTS) -> None:
+    """Merge one finished cell into the results JSON at once (atomically), so a killed sweep keeps it."""
+    data = load_results(path)
     from bitrl_ros.telemetry.board import cpu_model
 
     data.setdefault("cpu", cpu_model())
     data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, RESULTS)
+    os.replace(tmp, path)
 
 
 def summarize(data: dict) -> dict:
@@ -182,7 +185,8 @@ def markdown(summary: dict, cpu: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(data: dict) -> None:
+def plot_curves(data: dict, agents, prefix: str, style=lambda agent: "-") -> None:
+    """One figure per env (bench/results/<prefix>_<env>.png): every cell's smoothed curve, one colour per agent."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,21 +194,54 @@ def plot(data: dict) -> None:
     envs = sorted({c["env"] for c in data["cells"].values()})
     for env in envs:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        shown = [a for a in AGENTS if any(c["env"] == env and c["agent"] == a for c in data["cells"].values())]
+        shown = [a for a in agents if any(c["env"] == env and c["agent"] == a for c in data["cells"].values())]
         for color, agent in zip([f"C{i}" for i in range(20)], shown):
-            cells = [c for c in data["cells"].values() if c["env"] == env and c["agent"] == agent]
+            cells = sorted((c for c in data["cells"].values() if c["env"] == env and c["agent"] == agent),
+                           key=lambda c: c["seed"])
             for i, c in enumerate(cells):
                 if c["curve"]:
                     xs, ys = zip(*c["curve"])
-                    ax.plot(xs, ys, color=color, alpha=0.7, lw=1, ls="--" if agent.endswith(ENT05) else "-",
-                            label=agent if i == 0 else None)
+                    ax.plot(xs, ys, color=color, alpha=0.7, lw=1, ls=style(agent), label=agent if i == 0 else None)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("return (mean of last 20 episodes)")
         ax.set_title(f"{env}: one line per seed")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(HERE / "results" / f"table2_{env}.png", dpi=100)
+        fig.savefig(HERE / "results" / f"{prefix}_{env}.png", dpi=100)
         plt.close(fig)
+
+
+def add_sweep_arguments(parser) -> None:
+    """The options every sweep script shares (run_sweep's)."""
+    parser.add_argument("--jobs", type=int, default=2, help="cells run at once, one core each")
+    parser.add_argument("--cells", nargs="+", default=None, metavar="ENV/AGENT/sSEED",
+                        help="run exactly these cells, in this order (instead of --envs x --agents x seeds)")
+    parser.add_argument("--force", action="store_true", help="rerun cells already in the JSON")
+    parser.add_argument("--table-only", action="store_true", help="rebuild table and plots from the JSON")
+
+
+def parse_cells(cells: list[str]) -> list[tuple[str, str, int]]:
+    """["ENV/AGENT/sSEED", ...] -> [(env, agent, seed), ...]"""
+    return [(env, agent, int(seed.lstrip("s"))) for env, agent, seed in (c.split("/") for c in cells)]
+
+
+def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, agents: dict | None = None, runs: Path = RUNS,
+              force: bool = False, workers: int = 2) -> None:
+    """Run the (env, agent, seed) jobs not yet in the results JSON (all with force), `workers` at once, merging
+    each finished cell at once; steps_of(env) is the budget, describe(cell) the line printed per finished cell.
+    """
+    done = load_results(results)["cells"]
+    todo = [j for j in jobs if force or cell_id(*j) not in done]
+    print(f"{len(todo)} cells to run", flush=True)
+
+    def one(job):
+        env, agent, seed = job
+        cell = run_cell(env, agent, seed, steps_of(env), agents, runs)
+        save_cell(cell, results)
+        print(f"{cell_id(*job)}: {describe(cell)}", flush=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, todo))
 
 
 def rebuild() -> None:
@@ -213,7 +250,7 @@ def rebuild() -> None:
     data["summary"] = summary
     RESULTS.write_text(json.dumps(data, indent=1))
     (HERE / "results" / "table2.md").write_text(markdown(summary, data.get("cpu", "?")))
-    plot(data)
+    plot_curves(data, AGENTS, "table2", lambda agent: "--" if agent.endswith(ENT05) else "-")
     print(markdown(summary, data.get("cpu", "?")))
 
 
@@ -224,32 +261,19 @@ def main():
     parser.add_argument("--seeds", type=int, default=None, help="seeds per task (default: 5 CartPole, 3 others)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every budget (e.g. 2 for longer)")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cells", nargs="+", default=None, metavar="ENV/AGENT/sSEED",
-                        help="run exactly these cells, in this order (instead of --envs x --agents x seeds)")
-    parser.add_argument("--force", action="store_true", help="rerun cells already in the JSON")
-    parser.add_argument("--table-only", action="store_true", help="rebuild table and plots from the JSON")
+    add_sweep_arguments(parser)
     args = parser.parse_args()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
-        done = load_results()["cells"]
         if args.cells:
-            jobs = [(c.split("/")[0], c.split("/")[1], int(c.split("/")[2].lstrip("s"))) for c in args.cells]
+            jobs = parse_cells(args.cells)
         else:
             jobs = [(env, agent, seed) for env in args.envs for agent in args.agents
                     for seed in range(args.first_seed, args.first_seed + (args.seeds or SEEDS[env]))]
-        todo = [j for j in jobs if args.force or cell_id(*j) not in done]
-        print(f"{len(todo)} cells to run", flush=True)
-
-        def one(job):
-            env, agent, seed = job
-            cell = run_cell(env, agent, seed, int(BUDGETS[env] * args.steps_scale))
-            save_cell(cell)
-            print(f"{cell_id(env, agent, seed)}: final {cell['final_return']:.1f} eval {cell['eval_return']:.1f} "
-                  f"solved at {cell['steps_to_threshold']} ({cell['steps_per_s']:.0f} steps/s)", flush=True)
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(one, todo))
+        run_sweep(jobs, lambda env: int(BUDGETS[env] * args.steps_scale),
+                  lambda c: f"final {c['final_return']:.1f} eval {c['eval_return']:.1f} solved at "
+                            f"{c['steps_to_threshold']} ({c['steps_per_s']:.0f} steps/s)",
+                  force=args.force, workers=args.jobs)
     rebuild()
 
 

@@ -39,6 +39,7 @@ def cmd_train(args) -> int:
     from rich.console import Console
 
     from bitrl_ros.config import load_run_config, load_train_config
+    from bitrl_ros.rl.evaluation import SUCCESS_WINDOW
     from bitrl_ros.train import Trainer
 
     overrides = _parse_set(args.set)
@@ -61,9 +62,15 @@ def cmd_train(args) -> int:
     rows = [
         ("env steps", f"{result.global_step}"),
         ("episodes", f"{result.episodes}"),
-        ("mean return (last 20 episodes)", f"{result.mean_return:.1f}"),
+        ("mean return (last 20 episodes)", f"{result.mean_return:.3g}"),
         ("first step with mean return >= solved", str(result.first_solved_step)),
         ("deterministic eval return", "-" if result.eval_mean_return is None else f"{result.eval_mean_return:.1f}"),
+    ]
+    if result.success_rate is not None:
+        rows.append((f"success rate (last {SUCCESS_WINDOW} episodes)", f"{result.success_rate:.0%}"))
+    if result.eval_success_rate is not None:
+        rows.append(("deterministic eval success rate", f"{result.eval_success_rate:.0%}"))
+    rows += [
         ("env steps/s", f"{result.steps_per_s:.0f}"),
         ("PPO updates undone", str(result.failed_updates)),
         ("glitches (observations / rewards)", f"{result.glitched_observations} / {result.glitched_rewards}"),
@@ -77,11 +84,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from bitrl_ros.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the graph's threads start (bitrl_ros/memory.py says why)
     from rich.console import Console
 
-    from bitrl_ros.runner import RunOptions, run, summary_rows
-
     from bitrl_ros.interrupt import interrupt_once_on_signals
+    from bitrl_ros.runner import RunOptions, run, summary_rows
 
     # SIGINT and SIGTERM (Ctrl-C, docker stop, a supervisor) end the run the same way: the nodes flush, the summary
     # prints, exit code 0, as every node run on its own does.
@@ -251,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default=None, help="YAML file (default: config/train.yaml)")
     train.add_argument("--env", default=None)
     train.add_argument("--backbone", default=None,
-                       help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-fp32 | mlp | a model dir")
+                       help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-ternary-random | "
+                            "minilm-fp32 | mlp | a model dir")
     train.add_argument("--steps", type=int, default=None, help="total environment steps")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")

@@ -50,6 +50,19 @@ def _build(cls, data: Any, where: str, prefix: str):
     return cls(**data)
 
 
+def _check_eval_env(cfg: TrainConfig, where: str) -> None:
+    """The evaluation env must look like the training env to the agent (same fields, actions and mission words)."""
+    from bitrl_ros.envs import get_spec, list_envs
+
+    if cfg.eval_env not in list_envs():
+        raise _refuse(where, "train.eval_env", cfg.eval_env, " | ".join(list_envs()) + " | null")
+    train, test = get_spec(cfg.env), get_spec(cfg.eval_env)
+    if (train.field_names, train.action_kind, train.mission_words, train.family) != \
+            (test.field_names, test.action_kind, test.mission_words, test.family):
+        raise _refuse(where, "train.eval_env", cfg.eval_env, f"an env with {cfg.env}'s observation, actions and "
+                      "mission vocabulary (e.g. its held-out split), or null")
+
+
 def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     from bitrl_ros.backbone import available_backbones
     from bitrl_ros.envs import list_envs
@@ -67,6 +80,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
             setattr(cfg, s.name, s.check(getattr(cfg, s.name), where, f"train.{s.name}"))
     if not cfg.run_dir:
         raise _refuse(where, "train.run_dir", cfg.run_dir, "a non-empty path")
+    if cfg.eval_env is not None:
+        _check_eval_env(cfg, where)
     for section, (_, declared) in _SECTIONS.items():
         values = getattr(cfg, section)
         for s in declared:
@@ -127,7 +142,8 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
 
 
 # What a resume may change: the budget and how the run is computed, never what it learns from or how.
-RESUMABLE = ("total_steps", "torch_threads", "eval_episodes", "run_dir", "features.engine", "features.cache_size")
+RESUMABLE = ("total_steps", "torch_threads", "eval_episodes", "eval_env", "run_dir", "features.engine",
+             "features.cache_size")
 RUN_CONFIG = "config.json"
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from bitrl_ros.envs import EnvSpec
 from bitrl_ros.errors import CheckpointError
 from bitrl_ros.serialize import Serializer, validate_observation
+from bitrl_ros.serialize.mission import bag_of_words
 from bitrl_ros.settings import FIELD_READOUTS, READOUTS, TRAINABLE_READOUTS
 
 
@@ -42,17 +43,26 @@ class FeatureLayout:
     serializer: dict | None  # Serializer.describe() of the text the backbone reads (None for mlp)
     proj_dim: int = 0        # fields_proj: trainable dims per field
     balance: bool = False    # scale the normalized backbone block to the raw observation's total variance
+    readout_fields: int = 0  # per-field readouts: vectors per state (EnvSpec.readout_fields; 0 means obs_dim)
+    mission_words: tuple[str, ...] = ()  # the raw observation's bag-of-words vocabulary for the mission
 
     @classmethod
     def build(cls, spec: EnvSpec, backbone_id: str, hidden: int, readout: str, raw_skip: bool,
               serializer: Serializer | None, proj_dim: int = 16, balance: bool = True) -> "FeatureLayout":
+        words = tuple(spec.mission_words)
         if backbone_id == "mlp" or hidden == 0:
-            return cls("mlp", "none", 0, spec.obs_dim, True, None, 0, False)
+            return cls("mlp", "none", 0, spec.obs_dim, True, None, 0, False, len(spec.readout_fields), words)
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
         return cls(backbone_id, readout, int(hidden), spec.obs_dim, bool(raw_skip),
                    None if serializer is None else serializer.describe(),
-                   int(proj_dim) if readout in TRAINABLE_READOUTS else 0, bool(balance))
+                   int(proj_dim) if readout in TRAINABLE_READOUTS else 0, bool(balance), len(spec.readout_fields),
+                   words)
+
+    def __post_init__(self):
+        if not self.readout_fields:
+            object.__setattr__(self, "readout_fields", self.obs_dim)
+        object.__setattr__(self, "mission_words", tuple(self.mission_words))
 
     @property
     def per_field(self) -> bool:
@@ -61,11 +71,16 @@ class FeatureLayout:
     @property
     def embedding_dim(self) -> int:
         """Width of what the encoder stage publishes (EncodedState.embedding)."""
-        return self.hidden * (self.obs_dim if self.per_field else 1)
+        return self.hidden * (self.readout_fields if self.per_field else 1)
+
+    @property
+    def raw_dim(self) -> int:
+        """The raw observation: the values, then the mission's word counts (language-conditioned envs)."""
+        return self.obs_dim + len(self.mission_words)
 
     @property
     def feature_dim(self) -> int:
-        return self.embedding_dim + (self.obs_dim if self.raw_skip else 0)
+        return self.embedding_dim + (self.raw_dim if self.raw_skip else 0)
 
     def input_scale(self) -> np.ndarray | None:
         """Per-feature factors applied after the running normalization (None: all ones).
@@ -79,15 +94,15 @@ class FeatureLayout:
         if not self.balance or not self.embedding_dim:
             return None
         scale = np.ones(self.feature_dim, dtype=np.float32)
-        scale[: self.embedding_dim] = np.sqrt(self.obs_dim / self.embedding_dim)
+        scale[: self.embedding_dim] = np.sqrt(self.raw_dim / self.embedding_dim)
         return scale
 
     def head_readout(self) -> dict | None:
         """The trainable readout the heads carry in front of their MLPs (None: the heads take the features)."""
         if self.readout not in TRAINABLE_READOUTS:
             return None
-        return {"num_fields": self.obs_dim, "width": self.hidden, "proj_dim": self.proj_dim,
-                "raw_dim": self.obs_dim if self.raw_skip else 0}
+        return {"num_fields": self.readout_fields, "width": self.hidden, "proj_dim": self.proj_dim,
+                "raw_dim": self.raw_dim if self.raw_skip else 0}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +110,8 @@ class FeatureLayout:
     @classmethod
     def from_dict(cls, d: dict, where: str = "feature layout") -> "FeatureLayout":
         names = {f.name for f in fields(cls)}
+        if isinstance(d, dict):  # records written before language-conditioned envs existed
+            d = {"readout_fields": 0, "mission_words": (), **d}
         if not isinstance(d, dict) or set(d) != names:
             raise CheckpointError(f"{where}: a feature layout needs exactly the keys {sorted(names)}, got "
                                   f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
@@ -111,14 +128,16 @@ class FeatureLayout:
 
 
 class TextStage:
-    """Observations -> (validated observations, texts, token ids, token fields)."""
+    """Observations (+ their missions, for language-conditioned envs) -> (validated observations, texts, token
+    ids, token fields).
+    """
 
     def __init__(self, spec: EnvSpec, serializer: Serializer, tokenizer, max_tokens: int = 64):
         self.spec, self.serializer, self.tokenizer, self.max_tokens = spec, serializer, tokenizer, max_tokens
 
-    def __call__(self, observations: np.ndarray):
+    def __call__(self, observations: np.ndarray, missions=None):
         obs = validate_batch(observations, self.spec)
-        rendered = self.serializer.render_batch(obs, validated=True)  # validated once, just above
+        rendered = self.serializer.render_batch(obs, validated=True, missions=missions)  # validated just above
         texts = [text for text, _ in rendered]
         ids, token_fields = self.tokenizer.encode_aligned(texts, [spans for _, spans in rendered], self.max_tokens)
         return obs, texts, ids, token_fields
@@ -137,18 +156,21 @@ class EmbedStage:
     def embed(self, token_ids, token_fields) -> np.ndarray:
         """The backbone's readout alone, [N, embedding_dim] (what ternary_encoder publishes)."""
         if self.layout.per_field:
-            return self.backbone.encode_fields(token_ids, token_fields, self.layout.obs_dim)
+            return self.backbone.encode_fields(token_ids, token_fields, self.layout.readout_fields)
         return self.backbone.encode_tokens(token_ids, pooling=self.layout.readout)
 
-    def __call__(self, token_ids, token_fields, obs: np.ndarray) -> np.ndarray:
+    def __call__(self, token_ids, token_fields, obs: np.ndarray, missions=None) -> np.ndarray:
         parts = []
         if self.backbone is not None:
             parts.append(self.embed(token_ids, token_fields))
-        return assemble_features(parts[0] if parts else None, obs, self.layout)
+        return assemble_features(parts[0] if parts else None, obs, self.layout, missions)
 
 
-def assemble_features(embedding: np.ndarray | None, obs: np.ndarray, layout: FeatureLayout) -> np.ndarray:
-    """[embedding | raw observation] as the layout says; the one place that lays out the heads' input."""
+def assemble_features(embedding: np.ndarray | None, obs: np.ndarray, layout: FeatureLayout,
+                      missions=None) -> np.ndarray:
+    """[embedding | raw observation (values, mission word counts)] as the layout says; the one place that lays
+    out the heads' input.
+    """
     n = len(obs)
     parts = []
     if layout.embedding_dim:
@@ -159,6 +181,8 @@ def assemble_features(embedding: np.ndarray | None, obs: np.ndarray, layout: Fea
         parts.append(emb)
     if layout.raw_skip:
         parts.append(np.asarray(obs, dtype=np.float32).reshape(n, layout.obs_dim))
+        if layout.mission_words:
+            parts.append(bag_of_words([""] * n if missions is None else missions, layout.mission_words))
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
@@ -191,15 +215,19 @@ class StateEncoder:
     def feature_dim(self) -> int:
         return self.layout.feature_dim
 
-    def __call__(self, observations: np.ndarray) -> np.ndarray:
-        """Encode a batch [N, obs_dim] of observations into float32 features [N, feature_dim]."""
+    def __call__(self, observations: np.ndarray, missions=None) -> np.ndarray:
+        """Encode a batch [N, obs_dim] of observations (and, for language-conditioned envs, their N missions)
+        into float32 features [N, feature_dim].
+        """
+        if self.spec.mission_words and missions is None:
+            raise ValueError(f"{self.spec.env_id} observations need their missions")
         if self.text is None:
             obs, token_ids, token_fields = validate_batch(observations, self.spec), None, None
         else:
-            obs, _, token_ids, token_fields = self.text(observations)
+            obs, _, token_ids, token_fields = self.text(observations, missions)
             self.tokens_seen += sum(len(t) for t in token_ids)
         self.states_seen += len(obs)
-        return self.embed(token_ids, token_fields, obs)
+        return self.embed(token_ids, token_fields, obs, missions)
 
     def stats(self) -> dict:
         out = {"mean_tokens": self.tokens_seen / max(self.states_seen, 1) if self.backbone is not None else 0.0}

@@ -234,4 +234,6 @@ TRAIN = (
     Setting("torch_threads", 1, "torch intra-op threads of the training process", 1, 256),
     Setting("run_dir", "runs", "folder of the runs (checkpoint, metrics, plots)"),
     Setting("eval_episodes", 10, "greedy evaluation episodes after training", 0, 10000),
+    Setting("eval_env", None, "env of the greedy evaluation (null: the training env), e.g. SmartHome-Light-Heldout-v0 "
+            "for instructions training never saw", nullable=True, kind=str),
 )

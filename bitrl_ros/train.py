@@ -21,7 +21,7 @@ from bitrl_ros.backbone import load_backbone
 from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
-from bitrl_ros.rl.evaluation import evaluate_policy, RETURN_WINDOW
+from bitrl_ros.rl.evaluation import evaluate_policy, Evaluation, RETURN_WINDOW, success_rate, SUCCESS_WINDOW
 from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
@@ -51,6 +51,8 @@ class TrainResult:
     failed_updates: int = 0  # PPO updates undone (non-finite or exploding; see rl.learner.update_problem)
     glitched_observations: int = 0  # observations / rewards out of the train.guard bounds (rl/guard.py)
     glitched_rewards: int = 0
+    success_rate: float | None = None  # last SUCCESS_WINDOW episodes (envs with EnvSpec.reports_success)
+    eval_success_rate: float | None = None
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -67,6 +69,13 @@ def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
                                                               cfg.serializer.precision, cfg.serializer.numbers)
     return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.readout, cfg.features.raw_skip,
                         cfg.features.proj_dim, cfg.features.balance)
+
+
+def missions_of(infos: dict, spec) -> list[str] | None:
+    """The mission of each observation a vector env just returned (None for envs without missions)."""
+    if not spec.mission_words:
+        return None
+    return [str(m) for m in infos["mission"]]
 
 
 def _episode_infos(infos: dict):
@@ -94,6 +103,7 @@ class Trainer:
         self._returns = np.zeros(self.ppo_cfg.num_envs)  # each env's episode return so far, accepted rewards only
         self._last_good = None                             # each env's last accepted observation
         self.continuous = not hasattr(self.envs.single_action_space, "n")
+        self.spec = get_spec(cfg.env)
         self.encoder = build_state_encoder(cfg)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(run_dir) if run_dir else Path(cfg.run_dir) / f"{cfg.env}-{cfg.backbone}-s{cfg.seed}-{stamp}"
@@ -108,6 +118,7 @@ class Trainer:
         self.global_step = 0
         self.update_idx = 0
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
+        self.episode_success: list[bool] = []  # per finished episode, for envs that report success
         self._metrics_writer = None
         self._bar = None
         self._t_start = time.perf_counter()
@@ -126,6 +137,7 @@ class Trainer:
             "env": self.cfg.env,
             "backbone": self.cfg.backbone,
             "episode_log": self.episode_log,
+            "episode_success": self.episode_success,
         }
 
     def _resume(self):
@@ -133,6 +145,7 @@ class Trainer:
         self.global_step = int(extra["global_step"])
         self.update_idx = int(extra["update"])
         self.episode_log = [tuple(e) for e in extra.get("episode_log", [])]
+        self.episode_success = [bool(x) for x in extra.get("episode_success", [])]
         self.log(f"resumed {self.run_dir} at step {self.global_step} (update {self.update_idx})")
 
     # -- rollout -----------------------------------------------------------------------------------------------
@@ -145,6 +158,7 @@ class Trainer:
             obs, rewards, terminated, truncated, infos = self.envs.step(env_actions)
             previous = self._last_good
             obs = self._accept(obs)
+            missions = missions_of(infos, self.spec)
             rewards, _ = self.guard.rewards(rewards)
             self._returns += rewards
             final = None
@@ -152,14 +166,17 @@ class Trainer:
             if len(cut):
                 # Truncation is not failure: the learner bootstraps from the state the time limit cut off.
                 cut_obs, _ = self.guard.observations(np.stack([infos["final_obs"][i] for i in cut]), previous[cut])
+                cut_missions = None if missions is None else [str(infos["final_info"]["mission"][i]) for i in cut]
                 final = np.zeros_like(feats)
-                final[cut] = learner.normalize(self.encoder(cut_obs), update=False)
+                final[cut] = learner.normalize(self.encoder(cut_obs, cut_missions), update=False)
             learner.record(rewards, terminated, truncated, final)
             for i, _, length in _episode_infos(infos):
                 self.episode_log.append((self.global_step + i + 1, float(self._returns[i]), length))
+                if self.spec.reports_success:
+                    self.episode_success.append(bool(infos["final_info"]["success"][i]))
                 self._returns[i] = 0.0
             self.global_step += self.ppo_cfg.num_envs
-            feats = learner.normalize(self.encoder(obs))
+            feats = learner.normalize(self.encoder(obs, missions))
         return obs, feats
 
     def _accept(self, obs: np.ndarray) -> np.ndarray:
@@ -205,9 +222,9 @@ class Trainer:
         cfg, ppo_cfg = self.cfg, self.ppo_cfg
         rollout = ppo_cfg.num_envs * ppo_cfg.num_steps
         num_updates = max(1, -(-cfg.total_steps // rollout))
-        obs, _ = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
+        obs, infos = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
         self._returns[:] = 0.0
-        feats = self.learner.normalize(self.encoder(self._accept(obs)))
+        feats = self.learner.normalize(self.encoder(self._accept(obs), missions_of(infos, self.spec)))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
         self._metrics_file = metrics_path.open("w" if new_file else "a", newline="")
@@ -227,14 +244,17 @@ class Trainer:
             self._metrics_file.close()
         wall = time.perf_counter() - t_start
         self._write_episodes()
-        eval_return = self.evaluate(cfg.eval_episodes) if cfg.eval_episodes else None
+        evaluation = self.evaluate(cfg.eval_episodes) if cfg.eval_episodes else None
         enc = self.encoder.stats()
         result = TrainResult(
             run_dir=self.run_dir, global_step=self.global_step, episodes=len(self.episode_log),
             mean_return=self.mean_return(), first_solved_step=self.first_solved_step(),
-            steps_per_s=(self.global_step - step_start) / max(wall, 1e-9), eval_mean_return=eval_return,
+            steps_per_s=(self.global_step - step_start) / max(wall, 1e-9),
+            eval_mean_return=None if evaluation is None else evaluation.mean_return,
             cache_hit_rate=enc.get("cache_hit_rate"), mean_tokens=enc["mean_tokens"], wall_s=wall,
             episode_returns=[r for _, r, _ in self.episode_log], failed_updates=self.learner.failed_updates,
+            success_rate=success_rate(self.episode_success[-SUCCESS_WINDOW:]) if self.spec.reports_success else None,
+            eval_success_rate=None if evaluation is None else evaluation.success_rate,
             **self.guard.counts(),
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
@@ -244,10 +264,10 @@ class Trainer:
         self.envs.close()
         return result
 
-    def evaluate(self, episodes: int) -> float:
-        """Mean return of the deterministic policy over fresh episodes; statistics frozen, nothing learned."""
+    def evaluate(self, episodes: int) -> Evaluation:
+        """The deterministic policy over fresh episodes; statistics frozen, nothing learned."""
         seed = self.cfg.seed + 10_000
-        return evaluate_policy(self.cfg.env, self.encoder, self.learner, episodes, seed).mean_return
+        return evaluate_policy(self.cfg.eval_env or self.cfg.env, self.encoder, self.learner, episodes, seed)
 
     def _write_episodes(self):
         with (self.run_dir / "episodes.csv").open("w", newline="") as f:

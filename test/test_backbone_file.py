@@ -8,7 +8,7 @@ import torch
 from bitrl_ros.backbone.bert import BertEncoder, EncoderConfig
 from bitrl_ros.backbone.bitlinear import BitLinear
 from bitrl_ros.backbone.bitnet import bitnet_tiny_config, BitNetDecoder
-from bitrl_ros.backbone.model_file import load_model, save_model
+from bitrl_ros.backbone.model_file import load_model, random_model, save_model
 from bitrl_ros.backbone.tokenizer import Tokenizer
 from bitrl_ros.errors import ModelFileError
 
@@ -149,3 +149,23 @@ def test_hf_loader_names_missing_and_mismatched_keys():
     hf["bert.embeddings.position_embeddings.weight"] = torch.zeros(3, 3)
     with pytest.raises(ModelFileError, match="position_embeddings.weight.*shape"):
         load_hf_bert_state_dict(model, hf)
+
+
+def test_random_ternary_baseline_has_the_default_shape_fixed_weights_and_no_training():
+    from bitrl_ros.backbone.registry import DEFAULT_BACKBONE, RANDOM_TERNARY_SEED, shipped_model_dir
+
+    directory = shipped_model_dir(DEFAULT_BACKBONE)
+    trained, _ = load_model(directory)
+    one, tok = random_model(directory, RANDOM_TERNARY_SEED)
+    two, _ = random_model(directory, RANDOM_TERNARY_SEED)
+    assert {k: v.shape for k, v in one.state_dict().items()} == {k: v.shape for k, v in trained.state_dict().items()}
+    layers = [m for m in one.modules() if isinstance(m, BitLinear)]
+    assert layers and all(m.frozen and set(m.weight_q.unique().tolist()) <= {-1, 0, 1} for m in layers)
+    for (key, a), b in zip(one.state_dict().items(), two.state_dict().values()):
+        assert torch.equal(a, b), key
+    trained_state = trained.state_dict()
+    differs = {k for k, v in one.state_dict().items() if k.endswith("weight") and not torch.equal(v, trained_state[k])}
+    names = {name for name, m in one.named_modules() if isinstance(m, BitLinear)}
+    assert {f"{n}.weight" for n in names} <= differs
+    assert len(differs) > len(names)  # the embeddings are drawn too, not only the linear layers
+    assert tok.encode_batch(["go to the red ball"]) == load_model(directory)[1].encode_batch(["go to the red ball"])

@@ -10,7 +10,7 @@ import torch
 from bitrl_ros.backbone import BertEncoder, EncoderConfig, load_backbone, load_model, save_model
 from bitrl_ros.backbone.corpus import build_corpus, is_heldout, label_group
 from bitrl_ros.backbone.distill import distill, make_student
-from bitrl_ros.envs import list_envs
+from bitrl_ros.envs import list_envs, NUMERIC_FAMILIES
 from bitrl_ros.serialize import FORMATS
 
 N_STATES = 12
@@ -55,7 +55,7 @@ def test_corpus_deterministic_disjoint_and_complete(corpus, tmp_path):
     assert len(set(train)) == len(train) and len(set(held)) == len(held)
     assert all(is_heldout(t) for t in held) and not any(is_heldout(t) for t in train)
     assert 0 < len(held) < 0.15 * (len(train) + len(held))
-    for env_id in list_envs():
+    for env_id in list_envs(NUMERIC_FAMILIES):
         for fmt in FORMATS:
             assert meta["counts"].get(f"state/{fmt}/{env_id}", 0) > 0, (env_id, fmt)
     assert meta["counts"]["mission"] > 0 and meta["counts"]["general"] > 0

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 
 from bitrl_ros.envs import FINAL_OBS_KEY, get_spec, list_envs, make_env, make_vec_env
+from bitrl_ros.envs.registry import LANGUAGE_FAMILIES
 
 EXPECTED = [
     "CartPole-v1", "Acrobot-v1", "MountainCar-v0",
     "HalfCheetah-v4", "HalfCheetah-v5", "Hopper-v4", "Hopper-v5", "Walker2d-v4", "Walker2d-v5",
+    "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "SmartHome-Light-v0", "SmartHome-Light-Heldout-v0",
 ]
 
 
@@ -28,7 +30,10 @@ def test_spec_matches_real_env(env_id):
     assert len(set(spec.field_names)) == spec.obs_dim
     kind = "discrete" if isinstance(env.action_space, gym.spaces.Discrete) else "continuous"
     assert kind == spec.action_kind
-    assert spec.max_episode_steps == gym.spec(env_id).max_episode_steps
+    if spec.family in LANGUAGE_FAMILIES:  # these envs end their episodes themselves, at max_steps
+        assert spec.max_episode_steps == env.unwrapped.max_steps
+    else:
+        assert spec.max_episode_steps == gym.spec(env_id).max_episode_steps
     assert spec.solved_return == gym.spec(env_id).reward_threshold
     env.close()
 
@@ -44,7 +49,7 @@ def _rollout(env_id, num_envs, seed, steps):
     return np.array(seen)
 
 
-@pytest.mark.parametrize("env_id,steps", [("CartPole-v1", 150), ("HalfCheetah-v5", 20)])
+@pytest.mark.parametrize("env_id,steps", [("CartPole-v1", 150), ("HalfCheetah-v5", 20), ("BabyAI-GoToLocal-v0", 100)])
 def test_vec_env_seeding_is_reproducible(env_id, steps):
     a = _rollout(env_id, 3, seed=7, steps=steps)
     b = _rollout(env_id, 3, seed=7, steps=steps)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from bitrl_ros.envs import get_spec, list_envs
+from bitrl_ros.envs import get_spec, list_envs, NUMERIC_FAMILIES
 from bitrl_ros.errors import InvalidObservation
 from bitrl_ros.serialize import (
     FORMATS,
@@ -113,7 +113,7 @@ def test_bad_arguments():
         get_serializer("CartPole-v1").batch(np.zeros(4))
 
 
-@pytest.mark.parametrize("env_id", list_envs())
+@pytest.mark.parametrize("env_id", list_envs(NUMERIC_FAMILIES))
 def test_token_budgets_on_real_rollouts(env_id, tokenizer):
     report = token_report(env_id, tokenizer, n_states=100, seed=0)
     print(env_id, report)

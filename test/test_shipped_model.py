@@ -13,7 +13,7 @@ from bitrl_ros.backbone.corpus import build_corpus, env_states, label_group
 from bitrl_ros.backbone.engines.native import native_available
 from bitrl_ros.backbone.registry import DEFAULT_BACKBONE, shipped_model_dir
 from bitrl_ros.config import TrainConfig
-from bitrl_ros.envs import list_envs
+from bitrl_ros.envs import list_envs, NUMERIC_FAMILIES
 from bitrl_ros.params import SCHEMAS
 from bitrl_ros.serialize import FORMATS, get_serializer
 
@@ -51,7 +51,7 @@ def test_default_backbone_everywhere():
 def test_tokenizer_covers_every_serializer_output_and_degrades_gracefully():
     tok = load_tokenizer(MODEL_ID)
     unk = tok._tok.token_to_id("[UNK]")
-    for env_id in list_envs():
+    for env_id in list_envs(NUMERIC_FAMILIES):
         states = env_states(env_id, 6, seed=5)
         for fmt in FORMATS:
             for ids in tok.encode_batch(get_serializer(env_id, fmt).batch(states)):

@@ -186,11 +186,11 @@ def texts_hash(texts: list[str]) -> str:
 def generate(n_states_per_env_format: int, seed: int, n_missions: int | None = None,
              n_general: int | None = None, envs: list[str] | None = None) -> list[tuple[str, str]]:
     """All (text, label) pairs in a deterministic order, deduplicated by text (first label wins)."""
-    from bitrl_ros.envs import list_envs
+    from bitrl_ros.envs import list_envs, NUMERIC_FAMILIES
     from bitrl_ros.serialize import FORMATS, get_serializer
 
     n = n_states_per_env_format
-    env_ids = list(envs) if envs is not None else list_envs()
+    env_ids = list(envs) if envs is not None else list_envs(NUMERIC_FAMILIES)
     n_missions = max(1, n * len(env_ids) // 2) if n_missions is None else n_missions
     n_general = max(1, n * len(env_ids) // 4) if n_general is None else n_general
     seen: set[str] = set()

@@ -203,3 +203,23 @@ def load_model(directory: str | Path):
     model.requires_grad_(False)
     tokenizer = Tokenizer(directory / TOKENIZER_FILE)
     return model, tokenizer
+
+
+def random_model(directory: str | Path, seed: int):
+    """(model, Tokenizer): the architecture and tokenizer of a model directory with freshly drawn weights (torch's
+    default initialisation, seeded), every BitLinear ternarized: the untrained baseline of the same shape, which
+    shows what pre-training buys.
+    """
+    directory = Path(directory)
+    model_cls, cfg, _ = _read_config(directory / CONFIG_FILE)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = model_cls(cfg)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    for layer in _bitlinears(model).values():
+        layer.freeze()
+    model.eval()
+    model.requires_grad_(False)
+    return model, Tokenizer(directory / TOKENIZER_FILE)

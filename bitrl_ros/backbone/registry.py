@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from .engines import make_engine
-from .model_file import load_model
+from .model_file import load_model, random_model
 from .teacher import load_teacher, ternarize_ptq
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
@@ -24,7 +24,10 @@ CACHE_MAX_BYTES = 256 * 2**20  # the embedding cache never holds more than this,
 # and switches it off for good (CartPole's continuous states hit under 3%, MountainCar's two-decimal ones ~94%).
 CACHE_TRIAL_LOOKUPS = 4096
 CACHE_MIN_HIT_RATE = 0.10
-BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", "mlp")
+# The default model's architecture and tokenizer with random ternary weights (seeded): what pre-training buys.
+RANDOM_TERNARY = "minilm-ternary-random"
+RANDOM_TERNARY_SEED = 0
+BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", RANDOM_TERNARY, "mlp")
 
 
 def shipped_model_dir(model_id: str) -> Path:
@@ -202,6 +205,9 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
     if backbone_id in SHIPPED_MODELS:
         model, tok = load_model(shipped_model_dir(backbone_id))
         return Backbone(backbone_id, model, tok, **kw)
+    if backbone_id == RANDOM_TERNARY:
+        model, tok = random_model(shipped_model_dir(DEFAULT_BACKBONE), RANDOM_TERNARY_SEED)
+        return Backbone(backbone_id, model, tok, **kw)
     if Path(backbone_id).is_dir():
         model, tok = load_model(backbone_id)
         return Backbone(backbone_id, model, tok, **kw)
@@ -217,8 +223,9 @@ def load_tokenizer(backbone_id: str) -> Tokenizer | None:
         return None
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
         return Tokenizer(teacher_dir() / "tokenizer.json")
-    if backbone_id in SHIPPED_MODELS:
-        return Tokenizer(shipped_model_dir(backbone_id) / "tokenizer.json")
+    if backbone_id in SHIPPED_MODELS or backbone_id == RANDOM_TERNARY:
+        return Tokenizer(shipped_model_dir(backbone_id if backbone_id in SHIPPED_MODELS else DEFAULT_BACKBONE)
+                         / "tokenizer.json")
     if Path(backbone_id).is_dir():
         return Tokenizer(Path(backbone_id) / "tokenizer.json")
     raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "

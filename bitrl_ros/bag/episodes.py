@@ -28,6 +28,7 @@ class Decision:
     log_prob: float
     value: float
     safe: bool
+    mission: str = ""              # language-conditioned envs: the instruction the state came with
 
 
 @dataclass
@@ -122,4 +123,4 @@ def _decision(o: ObsRecord, reward: float, a: ActionRecord | None, enc: EncodedR
                     embedding=None if enc is None else enc.embedding, reward=float(reward), action=action,
                     log_prob=float(a.log_prob) if a is not None else float("nan"),
                     value=float(a.value) if a is not None else float("nan"),
-                    safe=bool(a.safe_action) if a is not None else False)
+                    safe=bool(a.safe_action) if a is not None else False, mission=o.mission)

@@ -164,8 +164,8 @@ def _features_by_width(decisions, policy: EvaluatedPolicy, backbone: str | None,
     return feats, f"recomputed with {backbone}" + (" + raw observation" if encoder.layout.raw_skip else "")
 
 
-def _recompute(values, policy: EvaluatedPolicy, bag_path, env_id, backbone: str, build):
-    """(features, encoder): features recomputed from the recorded observations with `backbone`;
+def _recompute(values, policy: EvaluatedPolicy, bag_path, env_id, backbone: str, build, missions=None):
+    """(features, encoder): features recomputed from the recorded observations (and missions) with `backbone`;
     build(spec, model) -> the StateEncoder.
     """
     from bitrl_ros.backbone import load_backbone
@@ -179,7 +179,8 @@ def _recompute(values, policy: EvaluatedPolicy, bag_path, env_id, backbone: str,
     except ValueError as e:
         raise CheckpointError(f"{policy.state_file}: backbone {backbone!r}: {e}") from None
     encoder = build(get_spec(env_id), model)
-    rows = [encoder(values[i:i + 256]) for i in range(0, len(values), 256)]
+    rows = [encoder(values[i:i + 256], None if missions is None else missions[i:i + 256])
+            for i in range(0, len(values), 256)]
     return np.concatenate(rows).astype(np.float32), encoder
 
 
@@ -191,14 +192,15 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
 
     layout, state_file = policy.layout, policy.state_file
     values = np.stack([d.values for d in decisions]).astype(np.float32)
+    missions = [d.mission for d in decisions] if layout.mission_words else None
     if values.shape[1] != layout.obs_dim:
         raise CheckpointError(f"{state_file}: the heads take {layout.obs_dim} observation fields, the bag {bag_path} "
                               f"records {values.shape[1]}")
     if layout.backbone == "mlp":
-        return assemble_features(None, values, layout), f"raw observation ({layout.obs_dim})"
+        return assemble_features(None, values, layout, missions), f"raw observation ({layout.raw_dim})"
     if all(d.embedding is not None and len(d.embedding) == layout.embedding_dim for d in decisions):
         emb = np.stack([d.embedding for d in decisions]).astype(np.float32)
-        return assemble_features(emb, values, layout), (
+        return assemble_features(emb, values, layout, missions), (
             f"recorded encoded_state embedding ({layout.readout}, {layout.embedding_dim})"
             + (f" + raw observation ({layout.obs_dim})" if layout.raw_skip else ""))
     if backbone is not None and backbone != layout.backbone:
@@ -212,5 +214,5 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
         encoder.layout.check_same(layout, str(state_file))
         return encoder
 
-    feats, _ = _recompute(values, policy, bag_path, env_id, layout.backbone, build)
+    feats, _ = _recompute(values, policy, bag_path, env_id, layout.backbone, build, missions)
     return feats, f"recomputed with {layout.backbone} ({layout.readout})"

@@ -10,6 +10,7 @@ from bitrl_ros.envs.registry import (
     list_envs,
     make_env,
     make_vec_env,
+    NUMERIC_FAMILIES,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "list_envs",
     "make_env",
     "make_vec_env",
+    "NUMERIC_FAMILIES",
 ]

@@ -28,7 +28,7 @@ EPISODE_KEY = "episode"
 @dataclass(frozen=True)
 class EnvSpec:
     env_id: str
-    family: str  # "classic" | "mujoco"
+    family: str  # "classic" | "mujoco" | "babyai" | "smarthome"
     obs_dim: int
     field_names: tuple[str, ...]
     action_kind: str  # "discrete" | "continuous"
@@ -39,6 +39,13 @@ class EnvSpec:
     # +-341 units of the last decimal: every integer 0..341 is a single WordPiece token in the MiniLM vocabulary,
     # which is what keeps the compact format short. Empty means default_precision for every field.
     field_decimals: tuple[int, ...] = ()
+    # Language-conditioned envs: the text is rendered from the whole view plus a mission, not one value per field,
+    # so the per-field readouts read these named segments of the text instead of field_names.
+    text_fields: tuple[str, ...] = ()
+    # The mission's bag-of-words vocabulary (the `mlp` baseline's mission encoding); empty: the env has no mission.
+    mission_words: tuple[str, ...] = ()
+    # The env says whether each episode succeeded (info["success"] on its last step): success rates are reported.
+    reports_success: bool = False
 
     def __post_init__(self):
         if len(self.field_names) != self.obs_dim:
@@ -47,6 +54,16 @@ class EnvSpec:
             object.__setattr__(self, "field_decimals", (self.default_precision,) * self.obs_dim)
         if len(self.field_decimals) != self.obs_dim:
             raise ValueError(f"{self.env_id}: {len(self.field_decimals)} field decimals for obs_dim {self.obs_dim}")
+
+    @property
+    def readout_fields(self) -> tuple[str, ...]:
+        """What a per-field readout gives one vector each: the text segments, or the observation fields."""
+        return self.text_fields or self.field_names
+
+    @property
+    def raw_dim(self) -> int:
+        """Width of the raw observation the heads can see: the values, plus the mission's bag of words."""
+        return self.obs_dim + len(self.mission_words)
 
 
 # MuJoCo layouts follow the gymnasium docs: qpos without the root x position, then qvel.
@@ -89,8 +106,12 @@ _SPECS: dict[str, EnvSpec] = {
 }
 
 
-def list_envs() -> list[str]:
-    return list(_SPECS)
+NUMERIC_FAMILIES = ("classic", "mujoco")  # states that are numbers only, one text value per field
+
+
+def list_envs(families: tuple[str, ...] | None = None) -> list[str]:
+    """Every registered env id, or those of the given families (e.g. NUMERIC_FAMILIES)."""
+    return [env_id for env_id, spec in _SPECS.items() if families is None or spec.family in families]
 
 
 def get_spec(env_id: str) -> EnvSpec:
@@ -100,8 +121,40 @@ def get_spec(env_id: str) -> EnvSpec:
         raise ValueError(f"unknown env_id {env_id!r}; valid ids: {', '.join(_SPECS)}") from None
 
 
+def _babyai(env_id, max_steps):
+    from bitrl_ros.envs import babyai
+
+    return EnvSpec(env_id, "babyai", babyai.VIEW_VALUES, babyai.FIELD_NAMES, "discrete", None, 0, max_steps,
+                   text_fields=babyai.TEXT_FIELDS, mission_words=babyai.MISSION_WORDS, reports_success=True)
+
+
+def _smarthome(env_id):
+    from bitrl_ros.envs import smarthome
+
+    return EnvSpec(env_id, "smarthome", len(smarthome.FIELD_NAMES), smarthome.FIELD_NAMES, "discrete", None, 2,
+                   smarthome.STEPS, text_fields=smarthome.TEXT_FIELDS, mission_words=smarthome.MISSION_WORDS,
+                   reports_success=True)
+
+
+_SPECS.update({s.env_id: s for s in [_babyai("BabyAI-GoToRedBall-v0", 64), _babyai("BabyAI-GoToLocal-v0", 64),
+                                     _smarthome("SmartHome-Light-v0"), _smarthome("SmartHome-Light-Heldout-v0")]})
+LANGUAGE_FAMILIES = ("babyai", "smarthome")  # states that carry a mission in words
+
+
 def _make_raw(env_id: str) -> gym.Env:
     spec = get_spec(env_id)
+    if spec.family == "babyai":
+        from bitrl_ros.envs import babyai
+
+        try:
+            return babyai.make(env_id)
+        except ImportError as exc:
+            raise RuntimeError(f"cannot build {env_id}: the minigrid package is missing ({exc}); "
+                               "`make setup` installs it") from exc
+    if spec.family == "smarthome":
+        from bitrl_ros.envs import smarthome
+
+        smarthome.register()
     with warnings.catch_warnings():
         # The v4 MuJoCo envs still build and run under gymnasium 1.4 but warn that v5 exists.
         warnings.filterwarnings("ignore", message=".*is out of date.*")

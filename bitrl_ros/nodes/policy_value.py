@@ -349,7 +349,7 @@ class PolicyValueNode(ManagedNode):
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, the feature "
                                      f"layout (backbone {self.layout.backbone}, readout {self.layout.readout}) "
                                      f"takes {self.layout.embedding_dim}")
-        return assemble_features(embedding[None], observation_to_array(obs)[None], self.layout)[0]
+        return assemble_features(embedding[None], observation_to_array(obs)[None], self.layout, [obs.mission])[0]
 
     def _bookkeep(self, msg: Observation, count_reward: bool = True) -> None:
         """Env steps and undiscounted episode returns, straight from the bridge's observations (a rejected
@@ -373,11 +373,11 @@ class PolicyValueNode(ManagedNode):
         the feature parameters tell the rest; a resumed checkpoint must record the same layout.
         """
         p = self.params
-        per_field = (p.get("pooling") or p["readout"]) in FIELD_READOUTS
-        hidden = embedding_size // (self.obs_dim if per_field else 1)
-        if hidden * (self.obs_dim if per_field else 1) != embedding_size:
+        vectors = len(self.spec.readout_fields) if (p.get("pooling") or p["readout"]) in FIELD_READOUTS else 1
+        hidden = embedding_size // vectors
+        if hidden * vectors != embedding_size:
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding_size}, not a multiple "
-                                     f"of the {self.obs_dim} fields the {p['readout']} readout gives")
+                                     f"of the {vectors} fields the {p['readout']} readout gives")
         self._make_learner(node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden))
         if p["resume"] and self._checkpoint_exists():
             self._resume()

@@ -83,8 +83,9 @@ class SimBridgeNode(Node):
         self.step_in_episode = 0
         self.episode_return = 0.0
         self.sim_time = 0.0
-        obs, _ = self.env.reset(seed=self.seed)
+        obs, info = self.env.reset(seed=self.seed)
         self._obs = np.asarray(obs, dtype=np.float32)
+        self._mission = str(info.get("mission", ""))  # language-conditioned envs: the episode's instruction
         self._last_action = None               # last action applied to the env (for the hold fallback)
         self._newest_action = None             # realtime: newest action received
         self._published: dict[tuple[int, int], float] = {}  # (episode, step) -> wall time it was published
@@ -146,6 +147,7 @@ class SimBridgeNode(Node):
         msg.episode = self.episode
         msg.step = self.step_in_episode
         msg.values = to_float32_list(self._obs)
+        msg.mission = self._mission
         msg.reward = float(reward)
         msg.terminated = bool(terminated)
         msg.truncated = bool(truncated)
@@ -232,7 +234,8 @@ class SimBridgeNode(Node):
             self.step_periods_ms.append(1000.0 * (now - self._last_tick))
         self._last_tick = now
         self._last_action = action
-        obs, reward, terminated, truncated, _ = self.env.step(action)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._mission = str(info.get("mission", self._mission))
         self.total_steps += 1
         self.step_in_episode += 1
         self.sim_time = self.total_steps * self.period_s
@@ -262,8 +265,9 @@ class SimBridgeNode(Node):
         self.episode += 1
         self.step_in_episode = 0
         self.episode_return = 0.0
-        obs, _ = self.env.reset(seed=seed)
+        obs, info = self.env.reset(seed=seed)
         self._obs = np.asarray(obs, dtype=np.float32)
+        self._mission = str(info.get("mission", ""))
         if publish:
             self._publish_and_wait()
 

@@ -51,13 +51,14 @@ class StateSerializerNode(Node):
 
         self.pub = self.create_publisher(SerializedState, "serialized_state", PIPELINE_QOS)
         self.sub = self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
-        self.get_logger().info(f"serializing {p['env']} observations as {p['format']} text ({p['numbers']} "
-                               f"numbers) for backbone "
-                               f"{p['backbone']} (token budget {p['max_tokens']})")
+        text = (f"{p['format']} text ({p['numbers']} numbers)" if serializer.fmt == p["format"]
+                else f"{serializer.fmt} text with the mission")  # language-conditioned envs have their own renderer
+        self.get_logger().info(f"serializing {p['env']} observations as {text} for backbone {p['backbone']} "
+                               f"(token budget {p['max_tokens']})")
 
     def _on_observation(self, msg: Observation) -> None:
         try:
-            _, texts, ids, fields = self.stage(observation_to_array(msg).reshape(1, -1))
+            _, texts, ids, fields = self.stage(observation_to_array(msg).reshape(1, -1), [msg.mission])
         except InvalidObservation as exc:
             self.invalid_count += 1
             self.last_invalid_reason = str(exc)

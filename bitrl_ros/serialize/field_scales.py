@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitrl_ros.envs.registry import get_spec, list_envs
+from bitrl_ros.envs.registry import get_spec, list_envs, NUMERIC_FAMILIES
 
 SCALES_FILE = Path(__file__).resolve().parent / "field_scales.json"
 QUANTILE = 0.99
@@ -47,7 +47,7 @@ def load_field_scales(env_id: str) -> list[float]:
 
 def write_field_scales(env_ids=None, steps: int = FIT_STEPS, seed: int = FIT_SEED, log=print) -> Path:
     data = _read()
-    for env_id in env_ids or list_envs():
+    for env_id in env_ids or list_envs(NUMERIC_FAMILIES):
         scales = fit_field_scales(env_id, steps, seed)
         data[env_id] = {"fields": list(get_spec(env_id).field_names), "scales": scales, "quantile": QUANTILE,
                         "steps": steps, "seed": seed, "policy": "uniform random"}

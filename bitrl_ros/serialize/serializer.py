@@ -151,7 +151,9 @@ class Serializer:
     def batch(self, obs_2d, validated: bool = False) -> list[str]:
         return [text for text, _ in self.render_batch(obs_2d, validated)]
 
-    def render_batch(self, obs_2d, validated: bool = False) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+    def render_batch(self, obs_2d, validated: bool = False,
+                     missions=None) -> list[tuple[str, tuple[tuple[int, int], ...]]]:
+        """missions: ignored (numeric states carry none), accepted so that every serializer is called alike."""
         arr = np.asarray(obs_2d, dtype=np.float64)
         if arr.ndim != 2:
             raise ValueError(f"batch expects a 2-D array (n, {self.spec.obs_dim}), got shape {arr.shape}")
@@ -170,11 +172,30 @@ class Serializer:
     @classmethod
     def from_description(cls, spec: EnvSpec, d: dict) -> "Serializer":
         """The serializer a describe() record names (scaled: with the recorded scales, not today's file)."""
+        if spec.mission_words:
+            return _text_renderer(spec)
         if d["numbers"] == "scaled":
             return cls(spec, d["format"], None, "scaled", d["field_scales"])
         return cls(spec, d["format"], d["precision"], d["numbers"])
 
 
+def _text_renderer(spec: EnvSpec):
+    """The renderer of a language-conditioned family (state + mission in words)."""
+    if spec.family == "babyai":
+        from bitrl_ros.serialize.grid_text import GridTextRenderer
+
+        return GridTextRenderer(spec)
+    from bitrl_ros.serialize.home_text import HomeTextRenderer
+
+    return HomeTextRenderer(spec)
+
+
 def get_serializer(env_id: str, fmt: str = "compact", precision: int | None = None,
                    numbers: str = "fixed") -> Serializer:
-    return Serializer(get_spec(env_id), fmt, precision, numbers)
+    """The serializer of env_id's family; language-conditioned envs (BabyAI, SmartHome-Light) have one text
+    renderer of their own, which the format, precision and number scheme do not apply to.
+    """
+    spec = get_spec(env_id)
+    if spec.mission_words:
+        return _text_renderer(spec)
+    return Serializer(spec, fmt, precision, numbers)
