@@ -76,10 +76,10 @@ def cell_id(env: str, agent: str, seed: int) -> str:
     return f"{env}/{agent}/s{seed}"
 
 
-def run_cell(env: str, agent: str, seed: int, steps: int, agents: dict | None = None, runs: Path = RUNS) -> dict:
-    """One `bitrl train` run as its own process; agents: name -> backbone and --set overrides (default AGENTS)."""
+def run_cell(env: str, agent: str, seed: int, steps: int, overrides: dict | None = None, runs: Path = RUNS) -> dict:
+    """One `bitrl train` run as its own process; overrides: the backbone and --set keys (default AGENTS[agent])."""
     run_dir = runs / f"{env}-{agent}-s{seed}"
-    overrides = dict((agents or AGENTS)[agent])
+    overrides = dict(AGENTS[agent] if overrides is None else overrides)
     backbone = overrides.pop("backbone")
     cmd = [sys.executable, "-m", "bitrl_ros.cli", "train", "--env", env, "--backbone", backbone, "--steps",
            str(steps), "--seed", str(seed), "--threads", "1", "--run-dir", str(run_dir), "--no-progress"]
@@ -117,15 +117,21 @@ def load_results(path: Path = RESULTS) -> dict:
 
 
 def save_cell(cell: dict, path: Path = RESULTS) -> None:
-    """Merge one finished cell into the results JSON at once (atomically), so a killed sweep keeps it."""
-    data = load_results(path)
+    """Merge one finished cell into the results JSON at once (atomically, under a lock: two sweeps may share the
+    file), so a killed sweep keeps it.
+    """
+    import fcntl
+
     from bitrl_ros.telemetry.board import cpu_model
 
-    data.setdefault("cpu", cpu_model())
-    data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_results(path)
+        data.setdefault("cpu", cpu_model())
+        data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
 
 
 def summarize(data: dict) -> dict:
@@ -225,10 +231,11 @@ def parse_cells(cells: list[str]) -> list[tuple[str, str, int]]:
     return [(env, agent, int(seed.lstrip("s"))) for env, agent, seed in (c.split("/") for c in cells)]
 
 
-def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, agents: dict | None = None, runs: Path = RUNS,
+def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, overrides_of=None, runs: Path = RUNS,
               force: bool = False, workers: int = 2) -> None:
     """Run the (env, agent, seed) jobs not yet in the results JSON (all with force), `workers` at once, merging
-    each finished cell at once; steps_of(env) is the budget, describe(cell) the line printed per finished cell.
+    each finished cell at once; steps_of(env) is the budget, overrides_of(env, agent) the cell's backbone and --set
+    keys (default AGENTS[agent]), describe(cell) the line printed per finished cell.
     """
     done = load_results(results)["cells"]
     todo = [j for j in jobs if force or cell_id(*j) not in done]
@@ -236,7 +243,8 @@ def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, agents: dict | 
 
     def one(job):
         env, agent, seed = job
-        cell = run_cell(env, agent, seed, steps_of(env), agents, runs)
+        cell = run_cell(env, agent, seed, steps_of(env), None if overrides_of is None else overrides_of(env, agent),
+                        runs)
         save_cell(cell, results)
         print(f"{cell_id(*job)}: {describe(cell)}", flush=True)
 

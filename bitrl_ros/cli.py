@@ -62,7 +62,7 @@ def cmd_train(args) -> int:
     rows = [
         ("env steps", f"{result.global_step}"),
         ("episodes", f"{result.episodes}"),
-        ("mean return (last 20 episodes)", f"{result.mean_return:.3g}"),
+        ("mean return (last 20 episodes)", f"{result.mean_return:.4g}"),
         ("first step with mean return >= solved", str(result.first_solved_step)),
         ("deterministic eval return", "-" if result.eval_mean_return is None else f"{result.eval_mean_return:.1f}"),
     ]

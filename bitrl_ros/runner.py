@@ -19,7 +19,7 @@ import numpy as np
 from bitrl_ros.errors import ConfigError
 from bitrl_ros.nodes.stats import BridgeStats, PolicyStats
 from bitrl_ros.params import MODES, read_ros_params, SCHEMAS, validate_params
-from bitrl_ros.rl.evaluation import RETURN_WINDOW
+from bitrl_ros.rl.evaluation import RETURN_WINDOW, success_rate, SUCCESS_WINDOW
 from bitrl_ros.settings import EXECUTORS
 
 NODE_ORDER = ("sim_bridge", "state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
@@ -143,6 +143,7 @@ def summarize(bridge: BridgeStats, policy: PolicyStats | None, wall_s: float, ch
         "steps": bridge.total_steps,
         "episodes": bridge.episodes,
         "mean_return": float(np.mean(returns[-RETURN_WINDOW:])) if returns else None,
+        "success_rate": success_rate(bridge.episode_successes[-SUCCESS_WINDOW:]),
         "updates": policy.updates if policy is not None else 0,
         "resumed_updates": policy.resumed_updates if policy is not None else 0,
         "wall_s": wall_s,
@@ -316,7 +317,9 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("env steps", str(s["steps"])),
         ("episodes", str(s["episodes"])),
         (f"mean return (last {RETURN_WINDOW} episodes)",
-         "-" if s["mean_return"] is None else f"{s['mean_return']:.1f}"),
+         "-" if s["mean_return"] is None else f"{s['mean_return']:.4g}"),
+        *([(f"success rate (last {SUCCESS_WINDOW} episodes)", f"{s['success_rate']:.0%}")]
+          if s.get("success_rate") is not None else []),
         ("PPO updates", f"{s['updates']}" + (f" ({s['resumed_updates']} resumed)" if s["resumed_updates"] else "")),
         ("achieved rate", rate),
         ("action period deviation p50 / p99", f"{ms(s['period_dev_ms_p50'])} / {ms(s['period_dev_ms_p99'])}"),

@@ -152,6 +152,7 @@ def test_the_ros_graph_carries_the_mission_from_bridge_to_text(tmp_path):
                                  "policy_value.ppo.update_epochs": 1,
                                  "policy_value.checkpoint_dir": str(tmp_path / "ckpt")}))
     assert summary["steps"] == 200 and summary["updates"] >= 1 and summary["fallbacks"] == 0
+    assert 0.0 <= summary["success_rate"] <= 1.0  # 200 steps of 64-step episodes: at least 3 ended
     observations = read_observations(bag)
     missions = {(o.episode, o.step): o.mission for o in observations}
     assert observations and set(missions.values()) <= {"go to the red ball", "go to a red ball"}

@@ -10,7 +10,7 @@ import pytest
 
 from bitrl_ros.config import load_train_config
 from bitrl_ros.envs import get_spec, make_env, smarthome
-from bitrl_ros.errors import InvalidObservation
+from bitrl_ros.errors import ConfigError, InvalidObservation
 from bitrl_ros.serialize import get_serializer
 from bitrl_ros.train import Trainer
 
@@ -135,3 +135,12 @@ def test_short_training_run_through_bitrl_train(tmp_path):
     result = Trainer(cfg, run_dir=tmp_path / "run", progress=False).run()
     assert result.episodes == 8 and result.success_rate is not None and result.eval_success_rate is not None
     assert result.mean_tokens > 40
+
+
+def test_eval_env_must_look_like_the_training_env():
+    cfg = load_train_config(overrides={"env": ENV, "eval_env": HELDOUT})
+    assert cfg.eval_env == HELDOUT
+    with pytest.raises(ConfigError, match="eval_env.*observation, actions and mission vocabulary"):
+        load_train_config(overrides={"env": "CartPole-v1", "eval_env": HELDOUT})
+    with pytest.raises(ConfigError, match="eval_env"):
+        load_train_config(overrides={"env": ENV, "eval_env": "Nope-v0"})

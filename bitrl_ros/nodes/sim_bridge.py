@@ -66,6 +66,7 @@ class SimBridgeNode(Node):
         self.total_steps = 0
         self.episodes = 0                      # finished episodes (terminated or truncated)
         self.episode_returns: list[float] = []
+        self.episode_successes: list[bool] = []  # envs that report success: info["success"] at each episode's end
         self.fallback_count = 0
         self.stale_actions = 0
         self.clipped_count = 0
@@ -122,7 +123,7 @@ class SimBridgeNode(Node):
             action_periods_ms=tuple(self.action_periods_ms), latencies_ms=tuple(self.latencies_ms),
             fallbacks=self.fallback_count, stale_actions=self.stale_actions, clipped_actions=self.clipped_count,
             observations_published=self.observations_published, started_at=self.started_at,
-            achieved_rate_hz=self.achieved_rate_hz())
+            achieved_rate_hz=self.achieved_rate_hz(), episode_successes=tuple(self.episode_successes))
 
     def achieved_rate_hz(self) -> float | None:
         """Env steps per wall second since the first observation."""
@@ -245,6 +246,8 @@ class SimBridgeNode(Node):
         if done:
             self.episodes += 1
             self.episode_returns.append(self.episode_return)
+            if "success" in info:
+                self.episode_successes.append(bool(info["success"]))
         reached_max = self.max_steps > 0 and self.total_steps >= self.max_steps
         if not done:
             if reached_max:

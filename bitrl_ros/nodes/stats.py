@@ -23,6 +23,7 @@ class BridgeStats:
     observations_published: int
     started_at: float | None              # perf_counter of the first observation
     achieved_rate_hz: float | None
+    episode_successes: tuple[bool, ...] = ()  # envs that report success (EnvSpec.reports_success)
 
 
 @dataclass(frozen=True)
