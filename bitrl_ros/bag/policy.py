@@ -202,7 +202,7 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
         emb = np.stack([d.embedding for d in decisions]).astype(np.float32)
         return assemble_features(emb, values, layout, missions), (
             f"recorded encoded_state embedding ({layout.readout}, {layout.embedding_dim})"
-            + (f" + raw observation ({layout.obs_dim})" if layout.raw_skip else ""))
+            + (f" + raw observation ({layout.raw_dim})" if layout.raw_skip else ""))
     if backbone is not None and backbone != layout.backbone:
         raise CheckpointError(f"{state_file}: the heads were trained on backbone {layout.backbone!r}; "
                               f"--backbone {backbone} cannot recompute their features")

@@ -75,7 +75,6 @@ def spin_node(node_class, args=None, done=None) -> int:
 
     from bitrl_ros.errors import BitrlError
     from bitrl_ros.interrupt import interrupt_once_on_signals
-
     from bitrl_ros.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before rclpy starts the DDS threads
