@@ -36,7 +36,7 @@ RESULTS = HERE / "results" / "language.json"
 RUNS = ROOT / "build" / "bench_runs" / "language"
 
 BUDGETS = {"BabyAI-GoToRedBall-v0": 300_000, "BabyAI-GoToLocal-v0": 500_000, "SmartHome-Light-v0": 300_000}
-# Token budgets fitted to each family's texts (BabyAI ~43 tokens; SmartHome-Light 59 on average, up to 91 with a
+# Token budgets fitted to each family's texts (BabyAI ~49 tokens; SmartHome-Light 59 on average, up to 91 with a
 # held-out instruction); SmartHome-Light is evaluated greedily on its held-out instructions.
 ENV_SETTINGS = {
     "BabyAI-GoToRedBall-v0": {"features.max_tokens": 96},

@@ -89,7 +89,8 @@ def test_ternarize_ptq_leaves_teacher_untouched(fp):
 
 
 def test_registry_ids():
-    assert available_backbones() == ["minilm-bitnet-distilled", "minilm-fp32", "minilm-ternary-ptq", "mlp"]
+    assert available_backbones() == [
+        "minilm-bitnet-distilled", "minilm-fp32", "minilm-ternary-ptq", "minilm-ternary-random", "mlp"]
     assert load_backbone("mlp") is None
     with pytest.raises(ValueError, match="minilm-fp32"):
         load_backbone("bert-huge")

@@ -47,9 +47,9 @@ class Evaluation:
 def evaluate_policy(env_id: str, features: Callable[[np.ndarray], np.ndarray], learner, episodes: int,
                     seed: int) -> Evaluation:
     """Run `episodes` episodes of the deterministic policy on one fresh env, reset with `seed` first and
-    continuing from its RNG after that. features: (raw observations [N, obs_dim], their missions or None) -> raw
-    feature vectors (a StateEncoder); the learner's normalizer statistics stay frozen and nothing is recorded or
-    learned.
+    continuing from its RNG after that. features: raw observations [N, obs_dim] (and, for envs with missions,
+    their missions) -> raw feature vectors (a StateEncoder); the learner's normalizer statistics stay frozen and
+    nothing is recorded or learned.
     """
     from bitrl_ros.envs import get_spec, make_env
 
@@ -62,7 +62,8 @@ def evaluate_policy(env_id: str, features: Callable[[np.ndarray], np.ndarray], l
         obs, info = env.reset(seed=seed)
         total, steps = 0.0, 0
         while len(returns) < episodes:
-            raw = features(np.asarray(obs)[None], [info["mission"]] if with_mission else None)
+            batch = np.asarray(obs)[None]
+            raw = features(batch, [info["mission"]]) if with_mission else features(batch)
             x = learner.normalize(raw, update=False)
             action = learner.act(x, deterministic=True, learn=False)[0]
             action = clip_action(action, env.action_space)[0] if hasattr(env.action_space, "low") else int(action[0])
