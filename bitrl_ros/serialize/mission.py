@@ -1,6 +1,7 @@
 """Missions (natural-language instructions) as the pipeline reads them: normalized text, or a bag of words."""
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -14,11 +15,16 @@ def normalize_mission(mission: str) -> str:
     return re.sub(r"\s+", " ", str(mission)).strip().rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=8)
+def _word_index(words: tuple[str, ...]) -> dict[str, int]:
+    return {w: i for i, w in enumerate(words)}
+
+
 def bag_of_words(missions, words: tuple[str, ...]) -> np.ndarray:
     """[N, len(words)] word counts of each mission over a fixed vocabulary; other words are ignored (that is the
     baseline's weakness on new phrasings).
     """
-    index = {w: i for i, w in enumerate(words)}
+    index = _word_index(tuple(words))  # built once per vocabulary, not on every call of the 40 Hz path
     out = np.zeros((len(missions), len(words)), dtype=np.float32)
     for row, mission in enumerate(missions):
         for word in re.findall(r"[a-z]+", str(mission).lower()):
