@@ -21,9 +21,9 @@ from bitrl_ros.backbone import load_backbone
 from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
+from bitrl_ros.rl.actions import clip_action
 from bitrl_ros.rl.evaluation import evaluate_policy, Evaluation, RETURN_WINDOW, success_rate, SUCCESS_WINDOW
 from bitrl_ros.rl.guard import InputGuard
-from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.rl.seeding import seed_everything

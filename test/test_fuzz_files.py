@@ -7,9 +7,8 @@ import shutil
 import gymnasium as gym
 import pytest
 
-from test_backbone_file import tokenizer_json  # noqa: F401 - the fixture
-
 from bitrl_ros.errors import BitrlError
+from test_backbone_file import tokenizer_json  # noqa: F401 - the fixture
 
 MUTATIONS = 1000
 
@@ -101,3 +100,19 @@ def test_mutated_mappings(tmp_path):
     refused = _fuzz(tmp_path, tmp_path / "good",
                     lambda d: read_observations(bag, mapping=str(d / "mapping.yaml")), seed=2)
     assert refused > MUTATIONS // 4
+
+
+def test_mutated_model_files_into_the_native_engine(tmp_path, tokenizer_json):  # noqa: F811 - the imported fixture
+    """The torch-free path the encoder node loads by (model_format + the C++ engine's own checks)."""
+    from test_backbone_file import tiny_encoder
+
+    from bitrl_ros.backbone import save_model
+    from bitrl_ros.backbone.engines.native import native_available
+
+    if not native_available()[0]:
+        pytest.skip("native engine not built")
+    from bitrl_ros.backbone.engines.native.from_file import load_native_model
+
+    good = save_model(tiny_encoder(), tokenizer_json, tmp_path / "good", embedding_dtype="int8")
+    refused = _fuzz(tmp_path, good, load_native_model, files={"config.json", "model.safetensors"}, seed=1)
+    assert refused > MUTATIONS // 2

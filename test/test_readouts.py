@@ -128,9 +128,10 @@ def test_fields_readout_is_the_mean_of_each_fields_token_states(distilled):
     spec = get_spec("CartPole-v1")
     stage = TextStage(spec, get_serializer("CartPole-v1"), distilled.tokenizer, 64)
     _, _, ids, fields = stage(np.array([[0.02, -1.37, 0.11, -0.4]]))
-    states = TorchEngine(distilled.model, distilled.tokenizer.pad_id).hidden(ids)[0]
+    torch_bb = load_backbone(BACKBONE, engine="torch", cache_size=0)
+    states = TorchEngine(torch_bb.model, torch_bb.tokenizer.pad_id).hidden(ids)[0]
     want = np.stack([states[np.asarray(fields[0]) == f].mean(0) for f in range(4)]).reshape(-1)
-    got = load_backbone(BACKBONE, engine="torch", cache_size=0).encode_fields(ids, fields, 4)[0]
+    got = torch_bb.encode_fields(ids, fields, 4)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # distinct fields give distinct vectors, and the x_dot field (two tokens: '-', '137') differs from theta's
     vecs = got.reshape(4, -1)

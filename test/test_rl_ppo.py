@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.rl.heads import clip_action, PolicyHead, ValueHead
+from bitrl_ros.rl.actions import clip_action
+from bitrl_ros.rl.heads import PolicyHead, ValueHead
 from bitrl_ros.rl.ppo import policy_loss, PPO, PPOConfig, total_loss
 
 CLIP = 0.1

@@ -1,16 +1,28 @@
-"""Frozen text backbones: BitLinear quantization, BERT encoder, BitNet decoder, tokenizer, model files, registry."""
+"""Frozen text backbones: BitLinear quantization, BERT encoder, BitNet decoder, tokenizer, model files, registry.
 
-from .bert import BertEncoder, EncoderConfig, load_hf_bert_state_dict
-from .bitlinear import BitLinear, pack_ternary, quantize_activations, ternarize, unpack_ternary
-from .bitnet import bitnet_2b4t_config, bitnet_tiny_config, BitNetDecoder, DecoderConfig
-from .model_file import load_model, save_model
-from .registry import available_backbones, Backbone, load_backbone, load_tokenizer
-from .teacher import load_teacher, teacher_dir, ternarize_ptq
-from .tokenizer import Tokenizer
+The names below load their module when first used (PEP 562), so that importing one torch-free part (the
+tokenizer, the registry's native path, the model format) does not import torch with the rest.
+"""
 
-__all__ = [
-    "Backbone", "BertEncoder", "BitLinear", "BitNetDecoder", "DecoderConfig", "EncoderConfig", "Tokenizer",
-    "available_backbones", "bitnet_2b4t_config", "bitnet_tiny_config", "load_backbone", "load_hf_bert_state_dict",
-    "load_model", "load_teacher", "load_tokenizer", "pack_ternary", "quantize_activations", "save_model", "teacher_dir",
-    "ternarize", "ternarize_ptq", "unpack_ternary",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "Backbone": "registry", "available_backbones": "registry", "load_backbone": "registry",
+    "load_tokenizer": "registry",
+    "BertEncoder": "bert", "load_hf_bert_state_dict": "bert", "EncoderConfig": "arch_config",
+    "BitNetDecoder": "bitnet", "DecoderConfig": "arch_config", "bitnet_2b4t_config": "arch_config",
+    "bitnet_tiny_config": "arch_config",
+    "BitLinear": "bitlinear", "pack_ternary": "bitlinear", "quantize_activations": "bitlinear",
+    "ternarize": "bitlinear", "unpack_ternary": "bitlinear",
+    "load_model": "model_file", "save_model": "model_file",
+    "load_teacher": "teacher", "ternarize_ptq": "teacher", "teacher_dir": "locations",
+    "Tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

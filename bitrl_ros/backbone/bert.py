@@ -2,60 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .arch_config import BERT_ENCODER, EncoderConfig, LINEAR_KINDS  # noqa: F401 (re-exported)
 from .bitlinear import BitLinear
 from ..errors import ModelFileError
-
-LINEAR_KINDS = ("fp", "bitlinear")
-
-
-@dataclass
-class EncoderConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_layers: int = 6
-    num_heads: int = 12
-    intermediate_size: int = 1536
-    max_position: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    linear: str = "fp"
-
-    def __post_init__(self):
-        if self.linear not in LINEAR_KINDS:
-            raise ValueError(f"linear must be one of {LINEAR_KINDS}, got {self.linear!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown encoder config fields: {sorted(unknown)}")
-        return cls(**d)
-
-    @classmethod
-    def from_hf(cls, hf: dict, linear: str = "fp") -> "EncoderConfig":
-        """From a Hugging Face BertConfig dict (config.json)."""
-        if hf.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"only hidden_act 'gelu' is supported, got {hf.get('hidden_act')!r}")
-        return cls(
-            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-            num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-            max_position=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
-            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), linear=linear,
-        )
 
 
 def make_linear(kind: str, in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
@@ -116,7 +71,7 @@ class EncoderLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    architecture = "bert-encoder"
+    architecture = BERT_ENCODER
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()

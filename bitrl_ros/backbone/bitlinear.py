@@ -6,6 +6,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .model_format import pack_ternary_array, unpack_ternary_array
+
 WEIGHT_EPS = 1e-5
 ACT_EPS = 1e-5
 
@@ -117,32 +119,16 @@ class BitLinear(nn.Linear):
 
 
 def pack_ternary(t: torch.Tensor) -> torch.Tensor:
-    """Pack an int8 {-1,0,1} matrix [out, in] into uint8 [out, ceil(in/4)].
-
-    Each weight becomes the 2-bit code value+1; four codes per byte, the first weight in the lowest bits.
-    Padding weights (when in % 4 != 0) are stored as code 0 and dropped by ``unpack_ternary``.
+    """Pack an int8 {-1,0,1} matrix [out, in] into uint8 [out, ceil(in/4)] (model_format.pack_ternary_array: each
+    weight the 2-bit code value+1, four per byte, the first weight in the lowest bits; padding codes 0).
     """
     if t.dim() != 2:
         raise ValueError(f"pack_ternary expects a 2-D tensor, got shape {tuple(t.shape)}")
-    codes = t.to(torch.int16) + 1
-    if codes.numel() and (codes.min() < 0 or codes.max() > 2):
-        raise ValueError("pack_ternary expects values in {-1, 0, 1}")
-    out_f, in_f = codes.shape
-    pad = (-in_f) % 4
-    codes = F.pad(codes, (0, pad)).to(torch.uint8).reshape(out_f, -1, 4)
-    packed = codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
-    return packed.contiguous()
+    return torch.from_numpy(pack_ternary_array(t.detach().to(torch.int8).cpu().numpy()))
 
 
 def unpack_ternary(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     """Inverse of ``pack_ternary``: uint8 [out, ceil(in/4)] -> int8 {-1,0,1} [out, in_features]."""
     if packed.dim() != 2 or packed.dtype != torch.uint8:
         raise ValueError(f"unpack_ternary expects a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
-    if packed.shape[1] != (in_features + 3) // 4:
-        raise ValueError(f"packed width {packed.shape[1]} does not fit in_features={in_features}")
-    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)
-    codes = (packed.unsqueeze(-1) >> shifts) & 3
-    codes = codes.reshape(packed.shape[0], -1)[:, :in_features]
-    if codes.numel() and codes.max() > 2:
-        raise ValueError("packed ternary data holds the invalid code 3")
-    return (codes.to(torch.int8) - 1).contiguous()
+    return torch.from_numpy(unpack_ternary_array(packed.cpu().numpy(), in_features))

@@ -2,69 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .bert import LINEAR_KINDS, make_linear
-
-
-@dataclass
-class DecoderConfig:
-    vocab_size: int = 128256
-    hidden_size: int = 2560
-    intermediate_size: int = 6912
-    num_hidden_layers: int = 30
-    num_attention_heads: int = 20
-    num_key_value_heads: int = 5
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 500000.0
-    max_position_embeddings: int = 4096
-    hidden_act: str = "relu2"
-    linear: str = "bitlinear"
-
-    def __post_init__(self):
-        if self.hidden_act != "relu2":
-            raise ValueError(f"only hidden_act 'relu2' is supported, got {self.hidden_act!r}")
-        if self.linear not in LINEAR_KINDS:
-            raise ValueError(f"linear must be one of {LINEAR_KINDS}, got {self.linear!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("hidden_size must be divisible by num_attention_heads")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
-        if (self.hidden_size // self.num_attention_heads) % 2:
-            raise ValueError("head dimension must be even for RoPE")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DecoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown decoder config fields: {sorted(unknown)}")
-        return cls(**d)
-
-
-def bitnet_2b4t_config() -> DecoderConfig:
-    """microsoft/bitnet-b1.58-2B-4T."""
-    return DecoderConfig()
-
-
-def bitnet_tiny_config() -> DecoderConfig:
-    """A few-thousand-parameter decoder of the same shape family, for tests."""
-    return DecoderConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         rope_theta=10000.0)
+from .arch_config import (bitnet_2b4t_config, BITNET_DECODER, bitnet_tiny_config,  # noqa: F401 (re-exported)
+                          DecoderConfig)
+from .bert import make_linear
 
 
 class RMSNorm(nn.Module):
@@ -149,7 +95,7 @@ class DecoderLayer(nn.Module):
 
 
 class BitNetDecoder(nn.Module):
-    architecture = "bitnet-decoder"
+    architecture = BITNET_DECODER
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()

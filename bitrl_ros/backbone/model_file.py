@@ -1,11 +1,6 @@
-"""Our model directory format: model.safetensors (packed ternary weights + scales), config.json, tokenizer.json.
-
-For every BitLinear `<name>`: `<name>.weight_packed` (uint8, 2 bits per weight, see pack_ternary),
-`<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. Every other tensor keeps its state-dict name
-and float dtype, except that the word-embedding table may be stored smaller (config.json ``"embedding_dtype"``;
-absent means float32): "float16", or "int8" with one float32 absmax scale per row in ``<key>_scale`` (shape [V]);
-it is dequantized to float32 on load. Loading installs the exact ternary weights, so save -> load -> forward is
-bit-identical (given the stored embedding values).
+"""Writing and loading model directories as torch modules (the format: model_format.py, which reads it without
+torch). Loading installs the exact ternary weights, so save -> load -> forward is bit-identical (given the stored
+embedding values).
 """
 
 from __future__ import annotations
@@ -14,27 +9,22 @@ import json
 from pathlib import Path
 import shutil
 
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 import torch
 from torch import nn
 
-from .bert import BertEncoder, EncoderConfig
-from .bitlinear import BitLinear, pack_ternary, unpack_ternary
-from .bitnet import BitNetDecoder, DecoderConfig
+from .bert import BertEncoder
+from .bitlinear import BitLinear, pack_ternary
+from .bitnet import BitNetDecoder
+from .model_format import (CONFIG_FILE, dequantize_rows_int8_array, EMBEDDING_DTYPES, embedding_keys, expect,
+                           FORMAT_VERSION, read_config, read_tensors, read_ternary_linear, read_word_embedding,
+                           SCALE_SUFFIX, TERNARY_QUANT, TOKENIZER_FILE, WEIGHTS_FILE, WORD_EMBEDDING_KEYS)
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
-from ..fileio import atomic_write_bytes, read_json_object
+from ..fileio import atomic_write_bytes
 
-FORMAT_VERSION = 1
-WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
-EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
-SCALE_SUFFIX = "_scale"
-TERNARY_QUANT = {"weights": "ternary-absmean", "activations": "int8-absmax-per-token"}
-ARCHITECTURES = {
-    BertEncoder.architecture: (BertEncoder, EncoderConfig),
-    BitNetDecoder.architecture: (BitNetDecoder, DecoderConfig),
-}
+ARCHITECTURES = {BertEncoder.architecture: BertEncoder, BitNetDecoder.architecture: BitNetDecoder}
+TORCH_EMBEDDING_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 
 
 def _bitlinears(model: nn.Module) -> dict[str, BitLinear]:
@@ -42,7 +32,7 @@ def _bitlinears(model: nn.Module) -> dict[str, BitLinear]:
 
 
 def _word_embedding_key(model: nn.Module) -> str | None:
-    for key in ("embeddings.word.weight", "embed_tokens.weight"):
+    for key in WORD_EMBEDDING_KEYS:
         if key in model.state_dict():
             return key
     return None
@@ -57,7 +47,8 @@ def quantize_rows_int8(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def dequantize_rows_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return q.float() * scale[:, None]
+    """What loading makes of quantize_rows_int8's pair (model_format's dequantization, the one definition)."""
+    return torch.from_numpy(dequantize_rows_int8_array(q.numpy(), scale.numpy()))
 
 
 def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[str, torch.Tensor]:
@@ -79,7 +70,7 @@ def model_tensors(model: nn.Module, embedding_dtype: str = "float32") -> dict[st
     if emb_key is not None and embedding_dtype == "int8":
         out[emb_key], out[emb_key + SCALE_SUFFIX] = quantize_rows_int8(out[emb_key])
     elif emb_key is not None:
-        out[emb_key] = out[emb_key].to(EMBEDDING_DTYPES[embedding_dtype]).contiguous()
+        out[emb_key] = out[emb_key].to(TORCH_EMBEDDING_DTYPES[embedding_dtype]).contiguous()
     return out
 
 
@@ -113,89 +104,34 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
     return directory
 
 
-def _read_config(path: Path):
-    raw = read_json_object(path, ModelFileError)
-    arch = raw.get("architecture")
-    if arch not in ARCHITECTURES:
-        raise ModelFileError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported format_version {raw.get('format_version')!r}; "
-                             f"this build reads {FORMAT_VERSION}")
-    model_cls, cfg_cls = ARCHITECTURES[arch]
-    if not isinstance(raw.get("config"), dict):
-        raise ModelFileError(f"{path}: missing or invalid 'config' object")
-    try:
-        cfg = cfg_cls.from_dict(raw["config"])
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"{path}: invalid 'config': {e}") from None
-    expected_quant = TERNARY_QUANT if cfg.linear == "bitlinear" else None
-    if raw.get("quantization") != expected_quant:
-        raise ModelFileError(f"{path}: 'quantization' is {raw.get('quantization')!r}, expected {expected_quant!r} "
-                             f"for linear={cfg.linear!r}")
-    emb = raw.get("embedding_dtype", "float32")
-    if emb not in EMBEDDING_DTYPES:
-        raise ModelFileError(f"{path}: unsupported embedding_dtype {emb!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
-    return model_cls, cfg, emb
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ModelFileError(f"{path}: file not found")
-    try:
-        return st_load(path.read_bytes())
-    except Exception as e:  # safetensors raises its own error types for every kind of corruption
-        raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({str(e).strip() or type(e).__name__})") \
-            from None
-
-
-def _expect(tensors: dict, key: str, shape: tuple, dtype: torch.dtype, path: Path) -> torch.Tensor:
-    if key not in tensors:
-        raise ModelFileError(f"{path}: missing tensor '{key}'")
-    t = tensors[key]
-    if tuple(t.shape) != tuple(shape):
-        raise ModelFileError(f"{path}: tensor '{key}' has shape {tuple(t.shape)}, expected {tuple(shape)}")
-    if t.dtype != dtype:
-        raise ModelFileError(f"{path}: tensor '{key}' has dtype {t.dtype}, expected {dtype}")
-    return t
-
-
 def load_model(directory: str | Path):
     """Read a model directory -> (model in eval mode with frozen BitLinears, Tokenizer)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: model directory not found")
-    model_cls, cfg, emb_name = _read_config(directory / CONFIG_FILE)
+    arch, cfg, emb_name = read_config(directory / CONFIG_FILE)
     weights_path = directory / WEIGHTS_FILE
-    tensors = _read_tensors(weights_path)
-    model = model_cls(cfg)
+    tensors = read_tensors(weights_path)
+    model = ARCHITECTURES[arch](cfg)
     bit = _bitlinears(model)
     used = set()
     for name, layer in bit.items():
-        out_f, in_f = layer.weight.shape
-        packed = _expect(tensors, f"{name}.weight_packed", (out_f, (in_f + 3) // 4), torch.uint8, weights_path)
-        scale = _expect(tensors, f"{name}.weight_scale", (), torch.float32, weights_path)
-        try:
-            q = unpack_ternary(packed, in_f)
-        except ValueError as e:
-            raise ModelFileError(f"{weights_path}: tensor '{name}.weight_packed': {e}") from None
-        layer.set_ternary(q, scale)
+        q, scale = read_ternary_linear(tensors, name, *layer.weight.shape, weights_path)
+        layer.set_ternary(torch.from_numpy(q), torch.from_numpy(scale))
         used.update({f"{name}.weight_packed", f"{name}.weight_scale"})
-    state = model.state_dict()
     emb_key = _word_embedding_key(model)
     with torch.no_grad():
-        for key, dst in state.items():
+        for key, dst in model.state_dict().items():
             owner, _, leaf = key.rpartition(".")
             if owner in bit and leaf == "weight":
                 continue
-            if key == emb_key and emb_name == "int8":
-                q = _expect(tensors, key, tuple(dst.shape), torch.int8, weights_path)
-                scale = _expect(tensors, key + SCALE_SUFFIX, (dst.shape[0],), torch.float32, weights_path)
-                dst.copy_(dequantize_rows_int8(q, scale))
-                used.update({key, key + SCALE_SUFFIX})
-                continue
-            dtype = EMBEDDING_DTYPES[emb_name] if key == emb_key else dst.dtype
-            dst.copy_(_expect(tensors, key, tuple(dst.shape), dtype, weights_path).to(dst.dtype))
-            used.add(key)
+            if key == emb_key:
+                src = read_word_embedding(tensors, key, tuple(dst.shape), emb_name, weights_path)
+                used.update(embedding_keys(key, emb_name))
+            else:
+                src = expect(tensors, key, tuple(dst.shape), dst.numpy().dtype, weights_path)
+                used.add(key)
+            dst.copy_(torch.from_numpy(src))
     extra = sorted(set(tensors) - used)
     if extra:
         raise ModelFileError(f"{weights_path}: unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
@@ -211,11 +147,11 @@ def random_model(directory: str | Path, seed: int):
     shows what pre-training buys.
     """
     directory = Path(directory)
-    model_cls, cfg, _ = _read_config(directory / CONFIG_FILE)
+    arch, cfg, _ = read_config(directory / CONFIG_FILE)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = model_cls(cfg)
+        model = ARCHITECTURES[arch](cfg)
     finally:
         torch.random.set_rng_state(generator_state)
     for layer in _bitlinears(model).values():

@@ -1,17 +1,19 @@
-"""Frozen backbones by id, with pooling and an LRU embedding cache keyed by token ids."""
+"""Frozen backbones by id, with pooling and an LRU embedding cache keyed by token ids.
+
+Torch is imported only where a torch module is built (the FP32 teacher, the PTQ and random baselines, the torch
+engine): a ternary model directory on the native engine (the shipped default) loads with numpy alone.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-import sys
 
 import numpy as np
-from torch import nn
 
-from .engines import make_engine
-from .model_file import load_model, random_model
-from .teacher import load_teacher, ternarize_ptq
+from .engines.native import native_available, NativeEncoder
+from .locations import shipped_model_dir, teacher_dir
+from .model_format import CONFIG_FILE, read_config, TOKENIZER_FILE
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
 from ..settings import ENGINES, POOLINGS
@@ -30,33 +32,38 @@ RANDOM_TERNARY_SEED = 0
 BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", RANDOM_TERNARY, "mlp")
 
 
-def shipped_model_dir(model_id: str) -> Path:
-    """The directory of a shipped model: the source tree's models/ first, then the installed share/ copy."""
-    candidates = [Path(__file__).resolve().parents[2] / "models" / model_id,
-                  Path(sys.prefix) / "share" / "bitrl_ros" / "models" / model_id]
-    for c in candidates:
-        if (c / "config.json").is_file():
-            return c
-    raise ModelFileError(f"shipped model {model_id!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
-                         f"it is part of the repository under models/{model_id}")
-
-
 class Backbone:
     """A frozen text encoder: token ids -> one pooled float32 feature vector per sequence.
 
-    ``engine`` runs the model: "torch" (the module itself), "native" (the C++ engine on the ternary kernels; only
-    for ternary models) or "auto" (native when the model is ternary and the extension is built, else torch).
-    ``engine_name`` says which one was picked; ``threads`` is the native engine's thread count.
+    ``model`` is a torch module, run by ``engine``: "torch" (the module itself), "native" (the C++ engine on the
+    ternary kernels; only for ternary models) or "auto" (native when the model is ternary and the extension is
+    built, else torch); or a NativeEncoder already built from a model file (then ``model`` is None afterwards and
+    engine/threads are the encoder's). ``engine_name`` says which one runs; ``threads`` is the native engine's
+    thread count.
     """
 
-    def __init__(self, backbone_id: str, model: nn.Module, tokenizer: Tokenizer,
+    def __init__(self, backbone_id: str, model, tokenizer: Tokenizer | Path,
                  max_tokens: int = 64, cache_size: int = 65536, engine: str = "auto", threads: int = 1):
+        """tokenizer: a Tokenizer, or the path of its tokenizer.json, read when first needed (an encoder that
+        only receives token ids, the ternary_encoder node, never spends the ~8 MB a vocabulary takes).
+        """
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if not isinstance(tokenizer, Tokenizer) and not Path(tokenizer).is_file():
+            raise ModelFileError(f"{tokenizer}: tokenizer file not found")
         self.id = backbone_id
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.hidden_size: int = model.hidden_size
+        self._tokenizer = tokenizer
+        if isinstance(model, NativeEncoder):
+            self.model, self.engine = None, model
+            self._max_len = model.native.max_positions
+        else:
+            from .engines import make_engine
+
+            self.model = model.eval().requires_grad_(False)
+            self.engine = make_engine(self.model, self.tokenizer.pad_id, engine, threads=threads)
+            self._max_len = getattr(model.config, "max_position", None) or model.config.max_position_embeddings
+        self.engine_name: str = self.engine.name
+        self.hidden_size: int = self.engine.hidden_size if self.model is None else model.hidden_size
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -64,10 +71,12 @@ class Backbone:
         self._hits = 0
         self._misses = 0
         self.cache_off_reason = ""  # why the cache switched itself off ("" while it is on, or never was)
-        max_pos = getattr(model.config, "max_position", None) or getattr(model.config, "max_position_embeddings")
-        self._max_len = max_pos
-        self.engine = make_engine(self.model, tokenizer.pad_id, engine, threads=threads)
-        self.engine_name: str = self.engine.name
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if not isinstance(self._tokenizer, Tokenizer):
+            self._tokenizer = Tokenizer(self._tokenizer)
+        return self._tokenizer
 
     def feature_dim(self, pooling: str = "mean") -> int:
         _check_pooling(pooling)
@@ -198,27 +207,45 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
         return None
     kw = {"max_tokens": max_tokens, "cache_size": cache_size, "engine": engine, "threads": threads}
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
+        from .teacher import load_teacher, ternarize_ptq
+
         model, tok = load_teacher()
         if backbone_id == "minilm-ternary-ptq":
             model = ternarize_ptq(model)
         return Backbone(backbone_id, model, tok, **kw)
-    if backbone_id in SHIPPED_MODELS:
-        model, tok = load_model(shipped_model_dir(backbone_id))
-        return Backbone(backbone_id, model, tok, **kw)
     if backbone_id == RANDOM_TERNARY:
+        from .model_file import random_model
+
         model, tok = random_model(shipped_model_dir(DEFAULT_BACKBONE), RANDOM_TERNARY_SEED)
         return Backbone(backbone_id, model, tok, **kw)
-    if Path(backbone_id).is_dir():
-        model, tok = load_model(backbone_id)
+    if backbone_id in SHIPPED_MODELS or Path(backbone_id).is_dir():
+        directory = shipped_model_dir(backbone_id) if backbone_id in SHIPPED_MODELS else Path(backbone_id)
+        if _native_from_file(directory, engine):
+            from .engines.native.from_file import load_native_model
+
+            encoder = NativeEncoder(load_native_model(directory), threads=threads)
+            return Backbone(backbone_id, encoder, directory / TOKENIZER_FILE, **kw)
+        from .model_file import load_model
+
+        model, tok = load_model(directory)
         return Backbone(backbone_id, model, tok, **kw)
     raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
                      f"or the path of a model directory")
 
 
+def _native_from_file(directory: Path, engine: str) -> bool:
+    """Whether a model directory goes straight into the native engine: a ternary model, engine native or auto
+    with the extension built. (engine native without the extension still goes the torch way, which raises the
+    engine's own error.)
+    """
+    if engine == "torch" or not native_available()[0]:
+        return False
+    _, cfg, _ = read_config(directory / CONFIG_FILE)
+    return cfg.linear == "bitlinear"
+
+
 def load_tokenizer(backbone_id: str) -> Tokenizer | None:
     """The tokenizer of a backbone without loading its weights (for the state_serializer stage)."""
-    from .teacher import teacher_dir
-
     if backbone_id == "mlp":
         return None
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):

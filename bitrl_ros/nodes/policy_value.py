@@ -37,10 +37,10 @@ from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_Q
 from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation_to_array, OK, to_float32_list, WARN
 from bitrl_ros.nodes.managed import ManagedNode
 from bitrl_ros.nodes.stats import PolicyStats
+from bitrl_ros.rl.actions import clip_action
 from bitrl_ros.rl.checkpoint import read_checkpoint_state, STATE_FILE
 from bitrl_ros.rl.evaluation import RETURN_WINDOW
 from bitrl_ros.rl.guard import InputGuard
-from bitrl_ros.rl.heads import clip_action
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.serialize import validate_observation

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from bitrl_msgs.msg import EncodedState, SerializedState
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.errors import ConfigError
@@ -28,12 +26,12 @@ MAX_TOKENS = 512
 class TernaryEncoderNode(ManagedNode):
     def __init__(self, owns_process: bool = False, **node_kwargs):
         """owns_process: the node is alone in its process (`ros2 run` / `ros2 launch`), so it may set torch's
-        process-wide thread count; in `bitrl run` it shares the process with the trainer and must not.
+        process-wide thread count (when the backbone runs on the torch engine); in `bitrl run` it shares the
+        process with the trainer and must not. A ternary model on the native engine never imports torch.
         """
         super().__init__("ternary_encoder", **node_kwargs)
         self.params = p = declare_parameters(self, "ternary_encoder")
-        if owns_process:
-            torch.set_num_threads(p["threads"])
+        self.owns_process = owns_process
         self.backbone_id = p["backbone"]
         self.backbone = self.layout = self.stage = self.feature_dim = None
         self.load_s = 0.0
@@ -59,6 +57,10 @@ class TernaryEncoderNode(ManagedNode):
         except ValueError as exc:
             raise ConfigError(f"ternary_encoder: invalid parameters ({exc})") from None
         self.backbone, self.layout, self.load_s = backbone, layout, time.perf_counter() - t0
+        if self.owns_process and backbone is not None and backbone.engine_name == "torch":
+            import torch
+
+            torch.set_num_threads(p["threads"])
         self.stage = EmbedStage(self.backbone, self.layout)
         self.feature_dim = self.layout.embedding_dim
         self._cache_off_logged = False

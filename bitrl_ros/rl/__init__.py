@@ -1,16 +1,23 @@
-"""RL core from features onward: heads, rollout buffer, GAE, normalizers, PPO, checkpoints. ROS-free."""
+"""RL core from features onward: heads, rollout buffer, GAE, normalizers, PPO, checkpoints. ROS-free.
 
-from bitrl_ros.rl.buffer import RolloutBuffer
-from bitrl_ros.rl.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
-from bitrl_ros.rl.config import PPOConfig
-from bitrl_ros.rl.gae import compute_gae
-from bitrl_ros.rl.heads import clip_action, mlp, PolicyHead, ValueHead
-from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer, RunningMeanStd
-from bitrl_ros.rl.ppo import policy_loss, PPO, total_loss, value_loss
-from bitrl_ros.rl.seeding import seed_everything
+The names below load their module when first used (PEP 562): the torch-free parts (actions, evaluation windows,
+normalizers) import without torch.
+"""
 
-__all__ = [
-    "PPO", "PPOConfig", "PolicyHead", "ValueHead", "RolloutBuffer", "RunningMeanStd", "ObservationNormalizer",
-    "RewardNormalizer", "clip_action", "compute_gae", "load_checkpoint", "mlp", "policy_loss",
-    "read_checkpoint_state", "save_checkpoint", "seed_everything", "total_loss", "value_loss",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "RolloutBuffer": "buffer", "load_checkpoint": "checkpoint", "read_checkpoint_state": "checkpoint",
+    "save_checkpoint": "checkpoint", "PPOConfig": "config", "compute_gae": "gae", "clip_action": "actions",
+    "mlp": "heads", "PolicyHead": "heads", "ValueHead": "heads", "ObservationNormalizer": "normalize",
+    "RewardNormalizer": "normalize", "RunningMeanStd": "normalize", "policy_loss": "ppo", "PPO": "ppo",
+    "total_loss": "ppo", "value_loss": "ppo", "seed_everything": "seeding",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

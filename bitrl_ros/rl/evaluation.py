@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from bitrl_ros.rl.heads import clip_action
+from bitrl_ros.rl.actions import clip_action
 
 RETURN_WINDOW = 20  # "mean return" everywhere: the mean over the last RETURN_WINDOW episodes
 SUCCESS_WINDOW = 100  # "success rate" of training: the last SUCCESS_WINDOW episodes (short episodes, a 0/1 each)

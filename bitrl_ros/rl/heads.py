@@ -26,13 +26,6 @@ def mlp(in_dim: int, out_dim: int, hidden=(256, 128), out_gain: float = 1.0) -> 
     return nn.Sequential(*layers)
 
 
-def clip_action(action: np.ndarray, space: gym.Space) -> np.ndarray:
-    """Clip a continuous action to the Box bounds before stepping the env; other spaces pass through."""
-    if isinstance(space, gym.spaces.Box):
-        return np.clip(action, space.low, space.high).astype(space.dtype, copy=False)
-    return action
-
-
 class FieldProjection(nn.Module):
     """The trainable readout: input [B, num_fields * width (+ raw_dim)] -> [B, num_fields * proj_dim (+ raw_dim)],
     one linear map shared by all fields (width -> proj_dim) and the raw observation passed through.

@@ -8,71 +8,19 @@ activations; only for models whose linears are all frozen BitLinears.
 An engine has ``name``, ``run(seqs, pooling) -> np.ndarray float32 [len(seqs), hidden]`` (token id lists,
 unpadded; pooling mean / cls / last) and ``hidden(seqs) -> float32 [len(seqs), T_max, hidden]`` (per-token
 last-layer states, zeros at padding; what the per-field readout averages).
+
+This package imports no torch: ``TorchEngine``, ``is_ternary`` and ``make_engine`` (torch_engine.py) load it when
+first used, so the native path (a model file straight into the C++ engine) stays torch-free.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import nn
-
-from ..bitlinear import BitLinear
-from ...settings import ENGINES
+_TORCH_NAMES = ("TorchEngine", "is_ternary", "make_engine")
 
 
-class TorchEngine:
-    """The model's own torch forward pass (right padding + attention mask), pooled in torch."""
+def __getattr__(name):
+    if name in _TORCH_NAMES:
+        from . import torch_engine
 
-    name = "torch"
-
-    def __init__(self, model: nn.Module, pad_id: int):
-        self.model = model
-        self.pad_id = pad_id
-
-    def _forward(self, seqs: list[list[int]]):
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-        with torch.inference_mode():
-            return self.model(ids, attention_mask=mask), mask, lengths
-
-    def hidden(self, seqs: list[list[int]]) -> np.ndarray:
-        """Last-layer token states float32 [B, T_max, hidden], zeros at padding (as the native engine)."""
-        hidden, mask, _ = self._forward(seqs)
-        return (hidden * mask[..., None].to(hidden.dtype)).float().numpy().copy()
-
-    def run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
-        hidden, mask, lengths = self._forward(seqs)
-        with torch.inference_mode():
-            if pooling == "mean":
-                m = mask[..., None].to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-            elif pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                pooled = hidden[torch.arange(len(seqs)), lengths - 1]
-        return pooled.float().numpy().copy()
-
-
-def is_ternary(model: nn.Module) -> bool:
-    """Whether every linear layer of ``model`` is a frozen BitLinear (what the native engine can run)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return bool(linears) and all(isinstance(m, BitLinear) and m.frozen for m in linears)
-
-
-def make_engine(model: nn.Module, pad_id: int, engine: str = "auto", threads: int = 1):
-    """The engine object for ``model``: see the module docstring for the choices."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-    if engine == "torch":
-        return TorchEngine(model, pad_id)
-    from . import native
-
-    if engine == "native":
-        return native.NativeEncoder(model, threads=threads)
-    ok, _ = native.native_available()
-    if ok and is_ternary(model) and native.supports(model):
-        return native.NativeEncoder(model, threads=threads)
-    return TorchEngine(model, pad_id)
+        return getattr(torch_engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,14 @@
 """The native engine: BERT-encoder and BitNet-decoder forward passes in C++ on the ternary x int8 kernels.
 
 The extension ``_native`` is built by ``pip install -e .`` when pybind11 and a C++17 compiler are present;
-without it everything runs on the torch engine and :func:`native_available` says why.
+without it everything runs on the torch engine and :func:`native_available` says why. This module never imports
+torch: a model comes either from a model directory (``from_file.load_native_model``, how a node that only encodes
+loads the shipped model) or from a torch module (``from_torch.build_native_model``); both fill the C++ model
+through :func:`assemble`.
 
     ok, reason = native_available()
     enc = NativeEncoder(ternary_model, threads=1)      # BertEncoder / BitNetDecoder with frozen BitLinears
+    enc = NativeEncoder(load_native_model(directory))  # or straight from a model directory
     feats = enc.run([[101, 2023, 102], [101, 102]], "mean")   # float32 [2, hidden]
     hidden = enc.hidden([[101, 2023, 102]])                   # float32 [1, 3, hidden] (pre-pooling)
 """
@@ -12,13 +16,11 @@ without it everything runs on the torch engine and :func:`native_available` says
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from torch import nn
 
-from ...bert import BertEncoder
-from ...bitlinear import BitLinear
-from ...bitnet import BitNetDecoder
+from ...arch_config import BERT_ENCODER, BITNET_DECODER
 from ....errors import BitrlError
 
 _HERE = Path(__file__).resolve().parent
@@ -49,99 +51,111 @@ def native_available() -> tuple[bool, str]:
     return True, f"ok: kernels {isa}"
 
 
-def supports(model: nn.Module) -> bool:
-    """Whether the native engine has an implementation of this architecture."""
-    return isinstance(model, (BertEncoder, BitNetDecoder))
-
-
-def _require():
+def require_native():
+    """The extension module, or NativeEngineError saying why it is unavailable."""
     if _native is None:
         raise NativeEngineError(f"native engine unavailable: {_IMPORT_ERROR}")
     return _native
 
 
-def _ternary(lin: nn.Module, name: str) -> tuple[np.ndarray, float]:
-    if not isinstance(lin, BitLinear):
-        raise NativeEngineError(
-            f"the native engine needs ternary linears, but '{name}' is a {type(lin).__name__} (an fp model such as "
-            "minilm-fp32): use engine='torch', or a ternary backbone such as minilm-bitnet-distilled")
-    if not lin.frozen:
-        raise NativeEngineError(f"the native engine needs frozen BitLinears, but '{name}' is not frozen "
-                                "(call .freeze() after training)")
-    q, scale = lin.ternary()
-    return np.ascontiguousarray(q.detach().cpu().numpy().astype(np.int8)), float(scale)
+BERT_LINEARS = ("q", "k", "v", "o", "up", "down")
+BITNET_LINEARS = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+                  "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 
 
-def _f32(t) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().float().cpu().numpy().reshape(-1))
+def _check_architecture(arch: str) -> None:
+    if arch not in (BERT_ENCODER, BITNET_DECODER):
+        raise NativeEngineError(f"the native engine has no implementation of architecture {arch!r}; "
+                                f"it runs {BERT_ENCODER} and {BITNET_DECODER}")
 
 
-def _bias(lin: nn.Module):
-    return None if lin.bias is None else _f32(lin.bias)
+def linear_plan(arch: str, cfg) -> dict[tuple[int, str], tuple[str, int, int]]:
+    """(layer, native linear name) -> (state-dict module name, out features, in features) of every ternary
+    linear of the architecture: the names the torch modules and the model files share.
+    """
+    _check_architecture(arch)
+    if arch == BERT_ENCODER:
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "o": (h, h), "up": (f, h), "down": (h, f)}
+        return {(i, p): (f"layers.{i}.attn.{p}" if p in "qkvo" else f"layers.{i}.{p}", *shapes[p])
+                for i in range(cfg.num_layers) for p in BERT_LINEARS}
+    h, f, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_key_value_heads * cfg.head_dim
+    shapes = {"q_proj": (h, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, h), "gate_proj": (f, h),
+              "up_proj": (f, h), "down_proj": (h, f)}
+    return {(i, p): (f"layers.{i}.{parent}.{p}", *shapes[p])
+            for i in range(cfg.num_hidden_layers) for p, parent in BITNET_LINEARS.items()}
 
 
-def build_native_model(model: nn.Module, threads: int = 1):
-    """A ``_native.BertModel`` / ``_native.BitNetModel`` holding ``model``'s weights (ternary linears packed)."""
-    nat = _require()
-    if isinstance(model, BertEncoder):
-        c = model.config
-        cfg = nat.BertConfig()
-        cfg.vocab_size, cfg.hidden_size, cfg.num_layers = c.vocab_size, c.hidden_size, c.num_layers
-        cfg.num_heads, cfg.intermediate_size, cfg.max_position = c.num_heads, c.intermediate_size, c.max_position
-        cfg.type_vocab_size, cfg.layer_norm_eps = c.type_vocab_size, c.layer_norm_eps
-        linears = {f"layers.{i}.{p}": getattr(layer.attn, p) for i, layer in enumerate(model.layers)
-                   for p in ("q", "k", "v", "o")}
-        linears.update({f"layers.{i}.{p}": getattr(layer, p) for i, layer in enumerate(model.layers)
-                        for p in ("up", "down")})
-        packed = {k: _ternary(v, k) for k, v in linears.items()}  # check every linear before building anything
-        m = nat.BertModel(cfg, threads)
-        e = model.embeddings
-        m.set_tensor("word", -1, _f32(e.word.weight))
-        m.set_tensor("position", -1, _f32(e.position.weight))
-        m.set_tensor("token_type", -1, _f32(e.token_type.weight))
-        m.set_tensor("emb_norm.weight", -1, _f32(e.norm.weight))
-        m.set_tensor("emb_norm.bias", -1, _f32(e.norm.bias))
-        for i, layer in enumerate(model.layers):
+def tensor_plan(arch: str, cfg) -> dict[tuple[str, int], str]:
+    """(native tensor name, layer or -1) -> state-dict key of every float tensor the native model takes."""
+    _check_architecture(arch)
+    if arch == BERT_ENCODER:
+        out = {("word", -1): "embeddings.word.weight", ("position", -1): "embeddings.position.weight",
+               ("token_type", -1): "embeddings.token_type.weight", ("emb_norm.weight", -1): "embeddings.norm.weight",
+               ("emb_norm.bias", -1): "embeddings.norm.bias"}
+        for i in range(cfg.num_layers):
             for norm in ("attn_norm", "ffn_norm"):
-                mod = getattr(layer, norm)
-                if abs(mod.eps - c.layer_norm_eps) > 1e-20:
-                    raise NativeEngineError(f"layers.{i}.{norm}: eps {mod.eps} differs from the config's")
-                m.set_tensor(f"{norm}.weight", i, _f32(mod.weight))
-                m.set_tensor(f"{norm}.bias", i, _f32(mod.bias))
-            for p in ("q", "k", "v", "o", "up", "down"):
-                key = f"layers.{i}.{p}"
-                q, s = packed[key]
-                m.set_linear(p, i, q, s, _bias(linears[key]))
-    elif isinstance(model, BitNetDecoder):
-        c = model.config
-        cfg = nat.BitNetConfig()
-        cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size = c.vocab_size, c.hidden_size, c.intermediate_size
-        cfg.num_layers, cfg.num_heads = c.num_hidden_layers, c.num_attention_heads
-        cfg.num_kv_heads = c.num_key_value_heads
-        cfg.rms_norm_eps, cfg.rope_theta, cfg.max_position = c.rms_norm_eps, c.rope_theta, c.max_position_embeddings
-        names = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-                 "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
-        linears = {(i, p): getattr(getattr(layer, parent), p) for i, layer in enumerate(model.layers)
-                   for p, parent in names.items()}
-        packed = {k: _ternary(v, f"layers.{k[0]}.{names[k[1]]}.{k[1]}") for k, v in linears.items()}
-        m = nat.BitNetModel(cfg, threads)
-        m.set_tensor("embed_tokens", -1, _f32(model.embed_tokens.weight))
-        m.set_tensor("norm", -1, _f32(model.norm.weight))
-        for i, layer in enumerate(model.layers):
-            m.set_tensor("input_layernorm", i, _f32(layer.input_layernorm.weight))
-            m.set_tensor("post_attention_layernorm", i, _f32(layer.post_attention_layernorm.weight))
-            m.set_tensor("attn_sub_norm", i, _f32(layer.self_attn.attn_sub_norm.weight))
-            m.set_tensor("ffn_sub_norm", i, _f32(layer.mlp.ffn_sub_norm.weight))
-            for p in names:
-                q, s = packed[(i, p)]
-                if linears[(i, p)].bias is not None:
-                    raise NativeEngineError(f"layers.{i}.{p}: BitNet linears have no bias")
-                m.set_linear(p, i, q, s, None)
-    else:
-        raise NativeEngineError(f"the native engine has no implementation of {type(model).__name__}; "
-                                "it runs BertEncoder and BitNetDecoder")
+                out[(f"{norm}.weight", i)] = f"layers.{i}.{norm}.weight"
+                out[(f"{norm}.bias", i)] = f"layers.{i}.{norm}.bias"
+        return out
+    out = {("embed_tokens", -1): "embed_tokens.weight", ("norm", -1): "norm.weight"}
+    for i in range(cfg.num_hidden_layers):
+        out[("input_layernorm", i)] = f"layers.{i}.input_layernorm.weight"
+        out[("post_attention_layernorm", i)] = f"layers.{i}.post_attention_layernorm.weight"
+        out[("attn_sub_norm", i)] = f"layers.{i}.self_attn.attn_sub_norm.weight"
+        out[("ffn_sub_norm", i)] = f"layers.{i}.mlp.ffn_sub_norm.weight"
+    return out
+
+
+def native_config(arch: str, cfg):
+    """(the extension's config object, the model class) for the architecture."""
+    nat = require_native()
+    _check_architecture(arch)
+    if arch == BERT_ENCODER:
+        out = nat.BertConfig()
+        out.vocab_size, out.hidden_size, out.num_layers = cfg.vocab_size, cfg.hidden_size, cfg.num_layers
+        out.num_heads, out.intermediate_size, out.max_position = cfg.num_heads, cfg.intermediate_size, cfg.max_position
+        out.type_vocab_size, out.layer_norm_eps = cfg.type_vocab_size, cfg.layer_norm_eps
+        return out, nat.BertModel
+    out = nat.BitNetConfig()
+    out.vocab_size, out.hidden_size, out.intermediate_size = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
+    out.num_layers, out.num_heads, out.num_kv_heads = cfg.num_hidden_layers, cfg.num_attention_heads, \
+        cfg.num_key_value_heads
+    out.rms_norm_eps, out.rope_theta, out.max_position = cfg.rms_norm_eps, cfg.rope_theta, cfg.max_position_embeddings
+    return out, nat.BitNetModel
+
+
+EMBEDDING_TABLES = {BERT_ENCODER: "word", BITNET_DECODER: "embed_tokens"}  # the native token-embedding tensor
+
+
+def assemble(arch: str, cfg, tensor: Callable[[str], np.ndarray],
+             linear: Callable[[str, int, int], tuple[np.ndarray, float, np.ndarray | None]], threads: int = 1,
+             embedding_int8: tuple[np.ndarray, np.ndarray] | None = None):
+    """A ``_native.BertModel`` / ``_native.BitNetModel`` of the architecture ``arch`` with config ``cfg``, filled
+    from two callbacks keyed by state-dict names: ``tensor(key)`` -> a float array, ``linear(module name, out, in)``
+    -> (int8 ternary weight [out, in], scale, bias or None). ``embedding_int8``: the token-embedding table as int8
+    rows and per-row scales, kept so (a quarter of float32's memory) instead of asked of ``tensor``. The one place
+    that knows the native model's layout.
+    """
+    ncfg, model_cls = native_config(arch, cfg)
+    m = model_cls(ncfg, threads)
+    for (name, layer), key in tensor_plan(arch, cfg).items():
+        if name == EMBEDDING_TABLES[arch] and embedding_int8 is not None:
+            q, scales = embedding_int8
+            m.set_embedding_int8(name, np.ascontiguousarray(q, dtype=np.int8),
+                                 np.ascontiguousarray(scales, dtype=np.float32))
+            continue
+        m.set_tensor(name, layer, np.ascontiguousarray(tensor(key), dtype=np.float32).reshape(-1))
+    for (layer, name), (module, out_f, in_f) in linear_plan(arch, cfg).items():
+        q, scale, bias = linear(module, out_f, in_f)  # one unpacked weight alive at a time
+        m.set_linear(name, layer, np.ascontiguousarray(q, dtype=np.int8), float(scale),
+                     None if bias is None else np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
     m.check_ready()
     return m
+
+
+def _is_native_model(obj) -> bool:
+    return _native is not None and isinstance(obj, (_native.BertModel, _native.BitNetModel))
 
 
 class NativeEncoder:
@@ -149,10 +163,19 @@ class NativeEncoder:
 
     name = "native"
 
-    def __init__(self, model: nn.Module, threads: int = 1):
+    def __init__(self, model, threads: int = 1):
+        """model: a built native model (from_file.load_native_model), or a torch BertEncoder / BitNetDecoder
+        with frozen BitLinears (copied in).
+        """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.native = build_native_model(model, threads=threads)
+        if _is_native_model(model):
+            self.native = model
+            self.native.threads = int(threads)
+        else:
+            from .from_torch import build_native_model
+
+            self.native = build_native_model(model, threads=threads)
         self.hidden_size = self.native.hidden_size
 
     @property

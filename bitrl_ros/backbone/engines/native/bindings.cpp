@@ -24,6 +24,12 @@ void set_tensor(M& m, const std::string& name, int layer, F32 data) {
 }
 
 template <class M>
+void set_embedding_int8(M& m, const std::string& name, I8 q, F32 scales) {
+  if (q.ndim() != 2 || scales.ndim() != 1) throw std::invalid_argument("int8 table must be 2-D, its scales 1-D");
+  m.set_embedding_int8(name, q.data(), static_cast<size_t>(q.size()), scales.data(), static_cast<size_t>(scales.size()));
+}
+
+template <class M>
 void set_linear(M& m, const std::string& name, int layer, I8 w, float scale, py::object bias) {
   if (w.ndim() != 2) throw std::invalid_argument("linear weight must be 2-D [out, in]");
   const int out = static_cast<int>(w.shape(0)), in = static_cast<int>(w.shape(1));
@@ -85,6 +91,7 @@ void common(Cls& c) {
       .def("scratch_bytes", &M::scratch_bytes, "bytes of scratch reserved (constant once warmed up)")
       .def("scratch_grows", &M::scratch_grows, "how many times a scratch buffer was (re)allocated")
       .def("weight_bytes", &M::weight_bytes, "bytes of packed ternary weights")
+      .def("embedding_bytes", &M::embedding_bytes, "bytes of the token-embedding table as stored")
       .def("set_parallel_threshold", &M::set_parallel_threshold, py::arg("macs"))
       .def("check_ready", &M::check_ready)
       .def_property_readonly("max_positions", &M::max_positions)
@@ -94,6 +101,8 @@ void common(Cls& c) {
       }, py::arg("ids"), py::arg("lengths") = py::none(), py::arg("pooling") = "mean",
          "ids int32 [B, T] (right padded) + lengths [B] -> pooled [B, H] (mean/cls/last) or [B, T, H] (none)")
       .def("set_tensor", &set_tensor<M>, py::arg("name"), py::arg("layer"), py::arg("data"))
+      .def("set_embedding_int8", &set_embedding_int8<M>, py::arg("name"), py::arg("q"), py::arg("scales"),
+           "the token-embedding table as int8 rows [vocab, H] with one float32 scale per row [vocab]")
       .def("set_linear", &set_linear<M>, py::arg("name"), py::arg("layer"), py::arg("weight"), py::arg("scale"),
            py::arg("bias") = py::none());
 }

@@ -18,6 +18,40 @@ void copy_vec(std::vector<float>& dst, const float* data, size_t n, size_t expec
   dst.assign(data, data + n);
 }
 
+void EmbeddingTable::set_f32(const float* data, size_t n, size_t n_rows, size_t w, const std::string& name) {
+  copy_vec(f32, data, n, n_rows * w, name);
+  q.clear();
+  row_scale.clear();
+  rows = n_rows;
+  width = w;
+}
+
+void EmbeddingTable::set_int8(const int8_t* data, size_t n, const float* scales, size_t n_scales, size_t n_rows,
+                              size_t w, const std::string& name) {
+  if (n != n_rows * w || n_scales != n_rows)
+    throw std::invalid_argument("int8 table '" + name + "' has " + std::to_string(n) + " values and " +
+                                std::to_string(n_scales) + " row scales, expected " + std::to_string(n_rows * w) +
+                                " and " + std::to_string(n_rows));
+  for (size_t r = 0; r < n_scales; ++r)
+    if (!std::isfinite(scales[r])) throw std::invalid_argument("int8 table '" + name + "' has a non-finite scale");
+  q.assign(data, data + n);
+  row_scale.assign(scales, scales + n_scales);
+  f32.clear();
+  rows = n_rows;
+  width = w;
+}
+
+void EmbeddingTable::row(int32_t id, float* out) const {
+  const size_t off = static_cast<size_t>(id) * width;
+  if (!f32.empty()) {
+    std::memcpy(out, f32.data() + off, sizeof(float) * width);
+    return;
+  }
+  const float s = row_scale[static_cast<size_t>(id)];
+  const int8_t* src = q.data() + off;
+  for (size_t d = 0; d < width; ++d) out[d] = static_cast<float>(src[d]) * s;
+}
+
 void set_linear_impl(TernaryLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
                      const float* bias, int exp_out, int exp_in, bool want_bias) {
   if (out != exp_out || in != exp_in)

@@ -36,6 +36,22 @@ struct TernaryLinear {
   bool set = false;
 };
 
+// A token-embedding table [rows, width]: float32, or int8 with one float32 scale per row (a quarter of the
+// memory; each looked-up row is dequantized as q * scale, exactly what the model file's loader computes).
+struct EmbeddingTable {
+  std::vector<float> f32;
+  std::vector<int8_t> q;
+  std::vector<float> row_scale;
+  size_t rows = 0, width = 0;
+
+  bool empty() const { return rows == 0; }
+  void set_f32(const float* data, size_t n, size_t rows, size_t width, const std::string& name);
+  void set_int8(const int8_t* data, size_t n, const float* scales, size_t n_scales, size_t rows, size_t width,
+                const std::string& name);
+  void row(int32_t id, float* out) const;  // width values
+  size_t bytes() const { return f32.size() * sizeof(float) + q.size() + row_scale.size() * sizeof(float); }
+};
+
 enum class Pooling { None = 0, Mean = 1, Cls = 2, Last = 3 };
 Pooling parse_pooling(const std::string& name);
 
@@ -54,6 +70,7 @@ class ModelBase {
   size_t scratch_bytes() const;
   uint64_t scratch_grows() const { return grows_; }
   size_t weight_bytes() const;  // packed ternary weights only
+  virtual size_t embedding_bytes() const = 0;  // the token-embedding table as stored
   // Rows of work a GEMM must have per call before threads are used (tokens * out * in MACs).
   void set_parallel_threshold(int64_t macs) { parallel_threshold_ = macs; }
 
@@ -142,6 +159,9 @@ class BertModel : public ModelBase {
   // Float tensors: "word" [vocab, H], "position" [max_pos, H], "token_type" [types, H], "emb_norm.weight",
   // "emb_norm.bias" [H]; per layer i: "attn_norm.weight/bias", "ffn_norm.weight/bias" [H].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
+  // "word" as int8 rows [vocab, H] with one scale per row [vocab].
+  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales);
+  size_t embedding_bytes() const override { return word_.bytes(); }
   // Linears per layer: "q", "k", "v", "o", "up", "down"; w int8 [out, in] in {-1,0,1}, bias [out] or null.
   void set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
                   const float* bias);
@@ -160,7 +180,8 @@ class BertModel : public ModelBase {
     std::vector<float> attn_norm_w, attn_norm_b, ffn_norm_w, ffn_norm_b;
   };
   BertConfig cfg_;
-  std::vector<float> word_, position_, token_type_, emb_norm_w_, emb_norm_b_;
+  EmbeddingTable word_;
+  std::vector<float> position_, token_type_, emb_norm_w_, emb_norm_b_;
   std::vector<Layer> layers_;
   std::vector<float> q_, k_, v_, ctx_, tmp_, ff_;
 };
@@ -181,6 +202,9 @@ class BitNetModel : public ModelBase {
   // "embed_tokens" [vocab, H], "norm" [H]; per layer: "input_layernorm", "post_attention_layernorm",
   // "attn_sub_norm" [H], "ffn_sub_norm" [I].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
+  // "embed_tokens" as int8 rows [vocab, H] with one scale per row [vocab].
+  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales);
+  size_t embedding_bytes() const override { return embed_.bytes(); }
   // Linears per layer: "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" (no bias).
   void set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
                   const float* bias);
@@ -200,7 +224,8 @@ class BitNetModel : public ModelBase {
   };
   BitNetConfig cfg_;
   int head_dim_;
-  std::vector<float> embed_, norm_;
+  EmbeddingTable embed_;
+  std::vector<float> norm_;
   std::vector<Layer> layers_;
   std::vector<float> rope_cos_, rope_sin_;  // [max_position, head_dim / 2]
   std::vector<float> h_, q_, k_, v_, ctx_, g_, u_;

@@ -22,7 +22,7 @@ BertModel::BertModel(const BertConfig& cfg, int threads) : ModelBase(cfg.hidden_
 void BertModel::set_tensor(const std::string& name, int layer, const float* data, size_t n) {
   const size_t H = cfg_.hidden_size;
   if (layer < 0) {
-    if (name == "word") return copy_vec(word_, data, n, H * cfg_.vocab_size, name);
+    if (name == "word") return word_.set_f32(data, n, cfg_.vocab_size, H, name);
     if (name == "position") return copy_vec(position_, data, n, H * cfg_.max_position, name);
     if (name == "token_type") return copy_vec(token_type_, data, n, H * cfg_.type_vocab_size, name);
     if (name == "emb_norm.weight") return copy_vec(emb_norm_w_, data, n, H, name);
@@ -56,6 +56,12 @@ void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, 
   note_linear(*l);
 }
 
+void BertModel::set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales,
+                                   size_t n_scales) {
+  if (name != "word") throw std::invalid_argument("only the 'word' table of a BERT model can be int8, not '" + name + "'");
+  word_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, name);
+}
+
 void BertModel::check_ready() const {
   if (word_.empty() || position_.empty() || token_type_.empty() || emb_norm_w_.empty() || emb_norm_b_.empty())
     throw std::runtime_error("BERT model: embedding tensors not set");
@@ -86,11 +92,11 @@ void BertModel::run_stack(int n) {
   const float eps = cfg_.layer_norm_eps;
   float* x = x_.data();
   for (int t = 0; t < n; ++t) {
-    const float* w = word_.data() + static_cast<size_t>(tok_ids_[t]) * H;
     const float* p = position_.data() + static_cast<size_t>(tok_pos_[t]) * H;
     const float* ty = token_type_.data();  // token type 0
     float* r = x + static_cast<size_t>(t) * H;
-    for (int d = 0; d < H; ++d) r[d] = w[d] + p[d] + ty[d];
+    word_.row(tok_ids_[t], r);
+    for (int d = 0; d < H; ++d) r[d] = r[d] + p[d] + ty[d];
   }
   add_layer_norm(x, nullptr, n, H, emb_norm_w_.data(), emb_norm_b_.data(), eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));

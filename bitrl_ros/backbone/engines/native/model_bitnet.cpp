@@ -38,7 +38,7 @@ BitNetModel::BitNetModel(const BitNetConfig& cfg, int threads) : ModelBase(cfg.h
 void BitNetModel::set_tensor(const std::string& name, int layer, const float* data, size_t n) {
   const size_t H = cfg_.hidden_size;
   if (layer < 0) {
-    if (name == "embed_tokens") return copy_vec(embed_, data, n, H * cfg_.vocab_size, name);
+    if (name == "embed_tokens") return embed_.set_f32(data, n, cfg_.vocab_size, H, name);
     if (name == "norm") return copy_vec(norm_, data, n, H, name);
     throw std::invalid_argument("unknown BitNet tensor '" + name + "'");
   }
@@ -68,6 +68,13 @@ void BitNetModel::set_linear(const std::string& name, int layer, const int8_t* w
   else throw std::invalid_argument("unknown BitNet linear '" + name + "'");
   set_linear_impl(*l, name, w, out, in, scale, bias, eo, ei, false);
   note_linear(*l);
+}
+
+void BitNetModel::set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales,
+                                     size_t n_scales) {
+  if (name != "embed_tokens")
+    throw std::invalid_argument("only the 'embed_tokens' table of a BitNet model can be int8, not '" + name + "'");
+  embed_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, name);
 }
 
 void BitNetModel::check_ready() const {
@@ -103,9 +110,7 @@ void BitNetModel::run_stack(int n) {
             I = cfg_.intermediate_size, KV = nkv * hd, rep = nh / nkv;
   const float eps = cfg_.rms_norm_eps;
   float* x = x_.data();
-  for (int t = 0; t < n; ++t)
-    std::memcpy(x + static_cast<size_t>(t) * H, embed_.data() + static_cast<size_t>(tok_ids_[t]) * H,
-                sizeof(float) * H);
+  for (int t = 0; t < n; ++t) embed_.row(tok_ids_[t], x + static_cast<size_t>(t) * H);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int batch = batch_;
   int64_t attn_work = 0;
