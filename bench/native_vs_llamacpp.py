@@ -359,10 +359,17 @@ def full_2b4t_worker(args) -> None:
     rng = np.random.default_rng(2024)
     t0 = time.perf_counter()
     m = nat.BitNetModel(native_config(nat, c), 1)
-    embed = rng.standard_normal((c["vocab_size"], c["hidden_size"]), dtype=np.float32)
-    m.set_tensor("embed_tokens", -1, embed)
-    embed_bytes = embed.nbytes
-    del embed
+    if getattr(args, "embedding", "float32") == "int8":  # int8 rows + per-row scales, handed over in chunks
+        for start in range(0, c["vocab_size"], 8192):
+            rows = min(8192, c["vocab_size"] - start)
+            q = rng.integers(-127, 128, size=(rows, c["hidden_size"]), dtype=np.int8)
+            m.set_embedding_int8("embed_tokens", q, rng.uniform(0.005, 0.02, rows).astype(np.float32), start)
+        del q
+    else:
+        embed = rng.standard_normal((c["vocab_size"], c["hidden_size"]), dtype=np.float32)
+        m.set_tensor("embed_tokens", -1, embed)
+        del embed
+    embed_bytes = m.embedding_bytes()
     m.set_tensor("norm", -1, np.ones(c["hidden_size"], np.float32))
     for i in range(c["num_hidden_layers"]):
         set_native_layer(m, i, c, random_layer(rng, c))  # one layer's int8 codes alive at a time
@@ -388,7 +395,8 @@ def full_2b4t_worker(args) -> None:
     n_ternary = macs_per_token(c)
     wb = m.weight_bytes()
     out = {"config": c, "isa": m.isa, "build_s": build_s, "ternary_weights": n_ternary, "packed_ternary_bytes": wb,
-           "bits_per_ternary_weight": 8.0 * wb / n_ternary, "embedding_bytes_fp32": embed_bytes,
+           "bits_per_ternary_weight": 8.0 * wb / n_ternary, "embedding": getattr(args, "embedding", "float32"),
+           "embedding_bytes": embed_bytes,
            "norm_bytes_fp32": 4 * (c["hidden_size"] * (3 * c["num_hidden_layers"] + 1)
                                    + c["intermediate_size"] * c["num_hidden_layers"]),
            "weight_bytes_total": wb + embed_bytes, "scratch_bytes": m.scratch_bytes(),
@@ -397,9 +405,9 @@ def full_2b4t_worker(args) -> None:
     print(json.dumps(out), flush=True)
 
 
-def run_full_2b4t(args) -> dict:
+def run_full_2b4t(args, embedding: str = "float32") -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--full-2b4t-worker", "--threads",
-           *map(str, args.threads), "--tokens", *map(str, args.tokens)]
+           *map(str, args.threads), "--tokens", *map(str, args.tokens), "--embedding", embedding]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     sys.stderr.write(p.stderr)
     if p.returncode != 0:
@@ -449,7 +457,8 @@ def markdown(report: dict) -> str:
                   f"| ternary weights | {f['ternary_weights'] / 1e9:.3f} G |",
                   f"| packed ternary bytes | {f['packed_ternary_bytes'] / 2**20:.1f} MiB |",
                   f"| bits per ternary weight | {f['bits_per_ternary_weight']:.3f} |",
-                  f"| embedding table (fp32) | {f['embedding_bytes_fp32'] / 2**20:.1f} MiB |",
+                  f"| embedding table ({f.get('embedding', 'float32')}) | "
+                  f"{f.get('embedding_bytes', f.get('embedding_bytes_fp32', 0)) / 2**20:.1f} MiB |",
                   f"| weights total (packed + embedding) | {f['weight_bytes_total'] / 2**20:.1f} MiB |",
                   f"| peak RSS (VmHWM) / RSS after build | {f['vmhwm_kb'] / 2**10:.0f} / "
                   f"{f['vmrss_after_build_kb'] / 2**10:.0f} MiB |",
@@ -490,6 +499,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/native_vs_llamacpp.json")
     ap.add_argument("--skip-full", action="store_true", help="skip the full 2B4T part")
     ap.add_argument("--full-2b4t-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--embedding", choices=("float32", "int8"), default="float32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.full_2b4t_worker:
         full_2b4t_worker(args)

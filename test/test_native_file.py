@@ -123,3 +123,29 @@ def test_the_encoding_nodes_never_import_torch():
     out = subprocess.run([sys.executable, "-c", NO_TORCH_PROCESS], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["ok", "native"]
+
+
+def test_an_int8_embedding_table_can_be_handed_over_in_chunks():
+    """How a big vocabulary (2B4T: 128k rows) is loaded without a second full copy: rows in chunks, same output."""
+    import torch
+
+    from bitrl_ros.backbone.model_file import dequantize_rows_int8, quantize_rows_int8
+
+    model = tiny_decoder()
+    with torch.no_grad():  # a float table that int8 rows represent exactly
+        q, s = quantize_rows_int8(model.embed_tokens.weight)
+        model.embed_tokens.weight.copy_(dequantize_rows_int8(q, s))
+    reference, chunked = NativeEncoder(model), NativeEncoder(model)
+    q, s = q.numpy(), s.numpy()
+    for start in range(0, len(q), 100):
+        chunked.native.set_embedding_int8("embed_tokens", q[start:start + 100], s[start:start + 100], start)
+    chunked.native.check_ready()
+    assert chunked.native.embedding_bytes() == q.size + 4 * len(q) < reference.native.embedding_bytes()
+    seqs = _seqs(len(q), seed=3)
+    np.testing.assert_array_equal(chunked.run(seqs, "mean"), reference.run(seqs, "mean"))
+    partial = NativeEncoder(model).native
+    partial.set_embedding_int8("embed_tokens", q[:100], s[:100], 0)
+    with pytest.raises(RuntimeError, match="embedding"):
+        partial.check_ready()
+    with pytest.raises(ValueError, match="do not fit"):
+        partial.set_embedding_int8("embed_tokens", q[:100], s[:100], len(q) - 50)

@@ -24,9 +24,11 @@ void set_tensor(M& m, const std::string& name, int layer, F32 data) {
 }
 
 template <class M>
-void set_embedding_int8(M& m, const std::string& name, I8 q, F32 scales) {
-  if (q.ndim() != 2 || scales.ndim() != 1) throw std::invalid_argument("int8 table must be 2-D, its scales 1-D");
-  m.set_embedding_int8(name, q.data(), static_cast<size_t>(q.size()), scales.data(), static_cast<size_t>(scales.size()));
+void set_embedding_int8(M& m, const std::string& name, I8 q, F32 scales, size_t first_row) {
+  if (q.ndim() != 2 || scales.ndim() != 1 || q.shape(0) != scales.shape(0))
+    throw std::invalid_argument("an int8 table chunk must be 2-D [rows, H] with 1-D scales [rows]");
+  m.set_embedding_int8(name, q.data(), static_cast<size_t>(q.size()), scales.data(),
+                       static_cast<size_t>(scales.size()), first_row);
 }
 
 template <class M>
@@ -102,7 +104,9 @@ void common(Cls& c) {
          "ids int32 [B, T] (right padded) + lengths [B] -> pooled [B, H] (mean/cls/last) or [B, T, H] (none)")
       .def("set_tensor", &set_tensor<M>, py::arg("name"), py::arg("layer"), py::arg("data"))
       .def("set_embedding_int8", &set_embedding_int8<M>, py::arg("name"), py::arg("q"), py::arg("scales"),
-           "the token-embedding table as int8 rows [vocab, H] with one float32 scale per row [vocab]")
+           py::arg("first_row") = 0,
+           "token-embedding rows as int8 [rows, H] with one float32 scale per row, from first_row on (the whole "
+           "table at once, or in chunks)")
       .def("set_linear", &set_linear<M>, py::arg("name"), py::arg("layer"), py::arg("weight"), py::arg("scale"),
            py::arg("bias") = py::none());
 }

@@ -22,23 +22,36 @@ void EmbeddingTable::set_f32(const float* data, size_t n, size_t n_rows, size_t 
   copy_vec(f32, data, n, n_rows * w, name);
   q.clear();
   row_scale.clear();
+  row_set.clear();
   rows = n_rows;
   width = w;
+  rows_missing = 0;
 }
 
 void EmbeddingTable::set_int8(const int8_t* data, size_t n, const float* scales, size_t n_scales, size_t n_rows,
-                              size_t w, const std::string& name) {
-  if (n != n_rows * w || n_scales != n_rows)
-    throw std::invalid_argument("int8 table '" + name + "' has " + std::to_string(n) + " values and " +
-                                std::to_string(n_scales) + " row scales, expected " + std::to_string(n_rows * w) +
-                                " and " + std::to_string(n_rows));
+                              size_t w, size_t first_row, const std::string& name) {
+  if (n != n_scales * w || first_row + n_scales > n_rows)
+    throw std::invalid_argument("int8 table '" + name + "': " + std::to_string(n) + " values and " +
+                                std::to_string(n_scales) + " row scales from row " + std::to_string(first_row) +
+                                " do not fit " + std::to_string(n_rows) + " rows of " + std::to_string(w));
   for (size_t r = 0; r < n_scales; ++r)
     if (!std::isfinite(scales[r])) throw std::invalid_argument("int8 table '" + name + "' has a non-finite scale");
-  q.assign(data, data + n);
-  row_scale.assign(scales, scales + n_scales);
-  f32.clear();
-  rows = n_rows;
-  width = w;
+  if (q.size() != n_rows * w) {  // first chunk (or a float table before): a fresh int8 table
+    f32.clear();
+    f32.shrink_to_fit();
+    q.assign(n_rows * w, 0);
+    row_scale.assign(n_rows, 0.0f);
+    row_set.assign(n_rows, 0);
+    rows = n_rows;
+    width = w;
+    rows_missing = n_rows;
+  }
+  std::memcpy(q.data() + first_row * w, data, n);
+  std::memcpy(row_scale.data() + first_row, scales, sizeof(float) * n_scales);
+  for (size_t r = first_row; r < first_row + n_scales; ++r) {
+    rows_missing -= row_set[r] ? 0 : 1;
+    row_set[r] = 1;
+  }
 }
 
 void EmbeddingTable::row(int32_t id, float* out) const {

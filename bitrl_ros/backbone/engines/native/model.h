@@ -44,10 +44,14 @@ struct EmbeddingTable {
   std::vector<float> row_scale;
   size_t rows = 0, width = 0;
 
-  bool empty() const { return rows == 0; }
+  bool empty() const { return rows == 0 || (f32.empty() && rows_missing != 0); }
+  size_t rows_missing = 0;
   void set_f32(const float* data, size_t n, size_t rows, size_t width, const std::string& name);
+  // Rows [first_row, first_row + n_scales) as int8 with their scales; the table (rows x width) is allocated on
+  // the first call, so a big vocabulary can be handed over in chunks without a second full copy.
   void set_int8(const int8_t* data, size_t n, const float* scales, size_t n_scales, size_t rows, size_t width,
-                const std::string& name);
+                size_t first_row, const std::string& name);
+  std::vector<uint8_t> row_set;  // int8 rows handed over so far (1 = set)
   void row(int32_t id, float* out) const;  // width values
   size_t bytes() const { return f32.size() * sizeof(float) + q.size() + row_scale.size() * sizeof(float); }
 };
@@ -160,7 +164,8 @@ class BertModel : public ModelBase {
   // "emb_norm.bias" [H]; per layer i: "attn_norm.weight/bias", "ffn_norm.weight/bias" [H].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
   // "word" as int8 rows [vocab, H] with one scale per row [vocab].
-  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales);
+  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales,
+                          size_t first_row = 0);
   size_t embedding_bytes() const override { return word_.bytes(); }
   // Linears per layer: "q", "k", "v", "o", "up", "down"; w int8 [out, in] in {-1,0,1}, bias [out] or null.
   void set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
@@ -203,7 +208,8 @@ class BitNetModel : public ModelBase {
   // "attn_sub_norm" [H], "ffn_sub_norm" [I].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
   // "embed_tokens" as int8 rows [vocab, H] with one scale per row [vocab].
-  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales);
+  void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales,
+                          size_t first_row = 0);
   size_t embedding_bytes() const override { return embed_.bytes(); }
   // Linears per layer: "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" (no bias).
   void set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,

@@ -57,9 +57,9 @@ void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, 
 }
 
 void BertModel::set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales,
-                                   size_t n_scales) {
+                                   size_t n_scales, size_t first_row) {
   if (name != "word") throw std::invalid_argument("only the 'word' table of a BERT model can be int8, not '" + name + "'");
-  word_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, name);
+  word_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, first_row, name);
 }
 
 void BertModel::check_ready() const {

@@ -71,10 +71,10 @@ void BitNetModel::set_linear(const std::string& name, int layer, const int8_t* w
 }
 
 void BitNetModel::set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales,
-                                     size_t n_scales) {
+                                     size_t n_scales, size_t first_row) {
   if (name != "embed_tokens")
     throw std::invalid_argument("only the 'embed_tokens' table of a BitNet model can be int8, not '" + name + "'");
-  embed_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, name);
+  embed_.set_int8(q, n, scales, n_scales, cfg_.vocab_size, cfg_.hidden_size, first_row, name);
 }
 
 void BitNetModel::check_ready() const {
