@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     teacher_held = None
     for name, bid in models.items():
         t0 = time.time()
-        bb = load_backbone(bid, engine="torch", cache_size=0, max_tokens=64)
+        bb = load_backbone(bid, engine="torch", cache_mb=0, max_tokens=64)
         emb = bb.encode(held_texts)
         if teacher_held is None:
             teacher_held = emb

@@ -34,9 +34,9 @@ def main() -> None:
     if not ok:
         raise SystemExit(f"native engine unavailable: {why}")
     engines = {
-        "native": load_backbone("minilm-ternary-ptq", cache_size=0, max_tokens=512, engine="native"),
-        "torch_ternary": load_backbone("minilm-ternary-ptq", cache_size=0, max_tokens=512, engine="torch"),
-        "torch_fp32": load_backbone("minilm-fp32", cache_size=0, max_tokens=512, engine="torch"),
+        "native": load_backbone("minilm-ternary-ptq", cache_mb=0, max_tokens=512, engine="native"),
+        "torch_ternary": load_backbone("minilm-ternary-ptq", cache_mb=0, max_tokens=512, engine="torch"),
+        "torch_fp32": load_backbone("minilm-fp32", cache_mb=0, max_tokens=512, engine="torch"),
     }
     text = " ".join(f"x{i} {0.1 * i:+.3f}" for i in range(60))
     base = engines["native"].tokenize([text])[0]

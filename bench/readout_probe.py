@@ -103,7 +103,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     states, actions = teacher_states(args.teacher_steps)
-    bb = load_backbone(args.backbone, engine="torch", cache_size=0)
+    bb = load_backbone(args.backbone, engine="torch", cache_mb=0)
     per_state = layer_states(bb, states)
     n_layers = per_state[0][0].shape[0]
 

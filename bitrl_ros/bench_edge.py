@@ -184,7 +184,7 @@ def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) ->
         # Latency: one state per call through the whole feature pipeline (serialize, tokenize, backbone,
         # readout), cache off so that every call runs the model.
         encoder = trainer.encoder
-        cache_size, bb.cache_size = bb.cache_size, 0
+        budget, bb.cache_budget = bb.cache_budget, 0
         for state in states[:s.warmup]:
             encoder(state[None])
         lat = []
@@ -193,7 +193,7 @@ def measure_variant(backbone_id: str, engine: str, s: EdgeSettings, log=None) ->
             encoder(state[None])
             lat.append(time.perf_counter() - t0)
         tokens = [len(ids) for ids in encoder.text(states[s.warmup:])[2]]
-        bb.cache_size = cache_size
+        bb.cache_budget = budget
         bb.clear_cache()
         # Steps/s: the short training run, cache on.
         result = trainer.run()

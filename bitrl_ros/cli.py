@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its checkpoint, with the run's own config.json "
                             "(--steps may extend it, --threads and --set eval_episodes / features.engine / "
-                            "features.cache_size may change; other flags must agree with the run)")
+                            "features.cache_mb may change; other flags must agree with the run)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set ppo.clip_coef=0.2 --set features.readout=fields")
     train.add_argument("--no-progress", action="store_true")

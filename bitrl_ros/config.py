@@ -143,7 +143,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
 
 # What a resume may change: the budget and how the run is computed, never what it learns from or how.
 RESUMABLE = ("total_steps", "torch_threads", "eval_episodes", "eval_env", "run_dir", "features.engine",
-             "features.cache_size")
+             "features.cache_mb")
 RUN_CONFIG = "config.json"
 
 

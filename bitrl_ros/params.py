@@ -60,7 +60,7 @@ SCHEMAS: dict[str, list[Setting]] = {
     ],
     "state_serializer": COMMON + FEATURES + [_BACKBONE, _FEATURE["max_tokens"]],
     "ternary_encoder": COMMON + FEATURES + [
-        _BACKBONE, _FEATURE["engine"], _FEATURE["pooling"].as_ros_parameter(), _FEATURE["cache_size"],
+        _BACKBONE, _FEATURE["engine"], _FEATURE["pooling"].as_ros_parameter(), _FEATURE["cache_mb"],
         Setting("threads", 1, "encoder threads: the native engine's pool; torch's (process-wide) only when the "
                 "node runs in a process of its own", 1, 64),
         AUTOSTART,

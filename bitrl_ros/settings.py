@@ -197,7 +197,8 @@ FEATURES = (
     Setting("balance", True, "scale the normalized backbone features to the raw observation's total variance "
             "(keeps PPO updates of high-dimensional features as small as on raw numbers)"),
     Setting("raw_skip", False, "append the raw observation to the backbone features (hybrid)"),
-    Setting("cache_size", 65536, "LRU embedding cache entries (0 disables)", 0, 10_000_000),
+    Setting("cache_mb", 32.0, "embedding cache budget in MiB: an LRU cache that never holds more, and switches "
+            "itself off where its hit rate does not pay (0 disables)", 0.0, 4096.0),
     Setting("max_tokens", 64, "token budget; longer texts are truncated and counted", 4, 512),
     Setting("engine", "auto", "inference engine (auto: native when built and the backbone is ternary)",
             choices=ENGINES),

@@ -63,7 +63,7 @@ class TrainResult:
 
 def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
     """Backbone + serializer + readout as the config says; `mlp` gives raw observations."""
-    backbone = load_backbone(cfg.backbone, cache_size=cfg.features.cache_size, max_tokens=cfg.features.max_tokens,
+    backbone = load_backbone(cfg.backbone, cache_mb=cfg.features.cache_mb, max_tokens=cfg.features.max_tokens,
                              engine=cfg.features.engine, threads=cfg.torch_threads)
     serializer = None if backbone is None else get_serializer(cfg.env, cfg.serializer.format,
                                                               cfg.serializer.precision, cfg.serializer.numbers)

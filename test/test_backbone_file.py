@@ -130,7 +130,7 @@ def test_missing_files(saved):
 def test_load_backbone_from_model_directory(saved):
     from bitrl_ros.backbone import load_backbone
 
-    bb = load_backbone(str(saved), cache_size=0, max_tokens=8)
+    bb = load_backbone(str(saved), cache_mb=0, max_tokens=8)
     assert bb.id == str(saved) and bb.hidden_size == 32
     feats = bb.encode(["x:0.1 v:-2", "w"], pooling="last")
     assert feats.shape == (2, 32) and feats.dtype.name == "float32"

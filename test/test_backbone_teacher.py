@@ -35,7 +35,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def fp():
-    return load_backbone("minilm-fp32", cache_size=0, max_tokens=128)
+    return load_backbone("minilm-fp32", cache_mb=0, max_tokens=128)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_unnormalized_by_default_and_poolings(fp):
 
 
 def test_ptq_backbone(reference):
-    ptq = load_backbone("minilm-ternary-ptq", cache_size=0, max_tokens=128)
+    ptq = load_backbone("minilm-ternary-ptq", cache_mb=0, max_tokens=128)
     linears = [m for m in ptq.model.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 6 * 6 and all(isinstance(m, BitLinear) and m.frozen for m in linears)
     w = linears[0]._w_eff
@@ -96,18 +96,30 @@ def test_registry_ids():
         load_backbone("bert-huge")
 
 
-def test_cache_counts_hits(fp):
-    cached = Backbone("c", fp.model, fp.tokenizer, cache_size=2)
-    ids = cached.tokenize(["a b", "c d", "e f"])
+def _entries_mb(n: int, ids, fp) -> float:
+    """A budget of exactly n entries of the first key's size (pooled rows of 384 floats)."""
+    from bitrl_ros.backbone.registry import _entry_bytes
+
+    key = (tuple(ids), "mean")
+    return n * _entry_bytes(key, np.zeros(fp.hidden_size, np.float32)) / 2**20
+
+
+def test_cache_counts_hits_and_never_holds_more_than_its_budget(fp):
+    ids = fp.tokenize(["a b", "c d", "e f"])
+    assert len({len(i) for i in ids}) == 1  # equal lengths: every entry costs the same
+    cached = Backbone("c", fp.model, fp.tokenizer, cache_mb=_entries_mb(2, ids[0], fp))
     first = cached.encode_tokens(ids[:2])
-    assert cached.cache_stats() == {"hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2, "bytes": 2 * 384 * 4,
-                                    "off": ""}
+    stats = cached.cache_stats()
+    assert {k: stats[k] for k in ("hits", "misses", "hit_rate", "size", "off")} == {
+        "hits": 0, "misses": 2, "hit_rate": 0.0, "size": 2, "off": ""}
+    assert 2 * 384 * 4 < stats["bytes"] <= stats["budget_bytes"]
     again = cached.encode_tokens([ids[1], ids[0]])
     assert np.array_equal(again, first[::-1])
     assert cached.cache_stats()["hits"] == 2
-    cached.encode_tokens([ids[2]])  # evicts the least recently used: ids[1]
+    cached.encode_tokens([ids[2]])  # over budget: evicts the least recently used, ids[1]
     stats = cached.cache_stats()
     assert stats["size"] == 2 and stats["misses"] == 3 and stats["hit_rate"] == pytest.approx(0.4)
+    assert stats["bytes"] <= stats["budget_bytes"]
     cached.encode_tokens([ids[1]])
     assert cached.cache_stats()["misses"] == 4
     # A different pooling is a different key; normalize does not change what is cached.
@@ -116,21 +128,18 @@ def test_cache_counts_hits(fp):
     norm = cached.encode_tokens([ids[1]], pooling="cls", normalize=True)
     assert cached.cache_stats()["hits"] == 3
     assert np.linalg.norm(norm) == pytest.approx(1.0, abs=1e-5)
-    # the byte bound evicts too, whatever the entry count allows (per-field rows are obs_dim times wider)
-    import bitrl_ros.backbone.registry as registry
-
-    old, registry.CACHE_MAX_BYTES = registry.CACHE_MAX_BYTES, 384 * 4
-    try:
-        small = Backbone("b", fp.model, fp.tokenizer, cache_size=100)
-        small.encode_tokens(ids)
-        assert small.cache_stats()["size"] == 1 and small.cache_stats()["bytes"] == 384 * 4
-    finally:
-        registry.CACHE_MAX_BYTES = old
-    # capacity 0 disables the cache
-    off = Backbone("o", fp.model, fp.tokenizer, cache_size=0)
+    # wider rows (per field) cost more: the same budget holds fewer of them
+    fields = [[-1] + [0] * (len(ids[0]) - 2) + [-1]] * 3
+    wide = Backbone("w", fp.model, fp.tokenizer, cache_mb=_entries_mb(2, ids[0], fp))
+    wide.encode_fields(ids, fields, 4)
+    assert wide.cache_stats()["size"] < 2 and wide.cache_stats()["bytes"] <= wide.cache_stats()["budget_bytes"]
+    # a budget of 0 disables the cache
+    off = Backbone("o", fp.model, fp.tokenizer, cache_mb=0)
     off.encode_tokens(ids[:1])
     off.encode_tokens(ids[:1])
     assert off.cache_stats()["hits"] == 0 and off.cache_stats()["size"] == 0
+    with pytest.raises(ValueError, match="cache_mb"):
+        Backbone("n", fp.model, fp.tokenizer, cache_mb=-1)
 
 
 def test_cache_switches_itself_off_where_it_does_not_pay(fp, monkeypatch):
@@ -138,11 +147,11 @@ def test_cache_switches_itself_off_where_it_does_not_pay(fp, monkeypatch):
 
     monkeypatch.setattr(registry, "CACHE_TRIAL_LOOKUPS", 10)
     ids = fp.tokenize([f"state {i}" for i in range(10)])
-    paying = Backbone("p", fp.model, fp.tokenizer, cache_size=100)
+    paying = Backbone("p", fp.model, fp.tokenizer, cache_mb=1)
     for _ in range(5):
         paying.encode_tokens(ids[:2])  # 8 hits in 10 lookups: kept
     assert paying.cache_stats()["off"] == "" and paying.cache_stats()["size"] == 2
-    useless = Backbone("u", fp.model, fp.tokenizer, cache_size=100)
+    useless = Backbone("u", fp.model, fp.tokenizer, cache_mb=1)
     first = useless.encode_tokens(ids)  # 10 distinct states, 0 hits: emptied and off for good
     stats = useless.cache_stats()
     assert "hit rate 0.0% after 10 lookups" in stats["off"] and stats["size"] == 0 and stats["bytes"] == 0

@@ -10,7 +10,7 @@ from bitrl_ros.serialize import get_serializer
 
 @pytest.fixture(scope="module")
 def ptq():
-    return load_backbone("minilm-ternary-ptq", cache_size=128)
+    return load_backbone("minilm-ternary-ptq", cache_mb=4)
 
 
 def test_backbone_features_with_raw_skip_and_cache(ptq):

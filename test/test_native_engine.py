@@ -26,7 +26,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def minilm():
-    torch_bb = load_backbone("minilm-ternary-ptq", cache_size=0, max_tokens=128, engine="torch")
+    torch_bb = load_backbone("minilm-ternary-ptq", cache_mb=0, max_tokens=128, engine="torch")
     native = NativeEncoder(torch_bb.model, threads=1) if AVAILABLE else None
     return torch_bb, native
 
@@ -166,18 +166,18 @@ def test_weights_are_packed_at_two_bits(minilm):
 
 @needs_native
 def test_fp_model_is_refused_with_a_clear_error():
-    fp = load_backbone("minilm-fp32", cache_size=0, engine="torch")
+    fp = load_backbone("minilm-fp32", cache_mb=0, engine="torch")
     assert not is_ternary(fp.model)
     with pytest.raises(NativeEngineError, match="ternary"):
         NativeEncoder(fp.model)
     with pytest.raises(NativeEngineError, match="ternary"):
-        load_backbone("minilm-fp32", cache_size=0, engine="native")
+        load_backbone("minilm-fp32", cache_mb=0, engine="native")
     assert make_engine(fp.model, fp.tokenizer.pad_id, "auto").name == "torch"
 
 
 @needs_native
 def test_load_backbone_engine_selection(minilm):
-    auto = load_backbone("minilm-ternary-ptq", cache_size=4, engine="auto", threads=2)
+    auto = load_backbone("minilm-ternary-ptq", cache_mb=1, engine="auto", threads=2)
     assert auto.engine_name == "native" and auto.engine.threads == 2
     torch_bb, _ = minilm
     assert torch_bb.engine_name == "torch"
@@ -192,7 +192,7 @@ def test_load_backbone_engine_selection(minilm):
 def test_engine_names_are_validated():
     with pytest.raises(ValueError, match="engine"):
         load_backbone("minilm-ternary-ptq", engine="cuda")
-    assert load_backbone("minilm-fp32", cache_size=0, engine="auto").engine_name == "torch"
+    assert load_backbone("minilm-fp32", cache_mb=0, engine="auto").engine_name == "torch"
 
 
 @needs_native

@@ -87,9 +87,9 @@ def test_the_native_loader_refuses_what_the_torch_loader_refuses(saved):
 
 
 def test_load_backbone_reads_a_ternary_model_directory_without_a_torch_module():
-    auto = load_backbone(SHIPPED, cache_size=0)
+    auto = load_backbone(SHIPPED, cache_mb=0)
     assert auto.engine_name == "native" and auto.model is None
-    torch_engine = load_backbone(SHIPPED, cache_size=0, engine="torch")
+    torch_engine = load_backbone(SHIPPED, cache_mb=0, engine="torch")
     assert torch_engine.model is not None
     ids = auto.tokenize(["12 -3 4 0", "cart at 0.1"])
     np.testing.assert_allclose(auto.encode_tokens(ids), torch_engine.encode_tokens(ids), atol=0.05)

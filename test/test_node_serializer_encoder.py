@@ -151,7 +151,7 @@ def test_encoder_matches_backbone_and_reports_cache_hits():
     try:
         node = enc.node
         assert node.feature_dim == 384
-        reference = load_backbone(BACKBONE, cache_size=0)
+        reference = load_backbone(BACKBONE, cache_mb=0)
         ids = load_tokenizer(BACKBONE).encode_batch(["12 -3 40 7", "1 2 3 4"], 64)
         sent = [ids[0], ids[1], ids[0]]  # the third is the first state again: a cache hit
         for step, tokens in enumerate(sent):
@@ -179,7 +179,7 @@ def test_encoder_per_field_readout_uses_the_token_fields():
                        (SerializedState, "serialized_state", EncodedState, "encoded_state"))
     try:
         assert enc.node.feature_dim == 4 * 384
-        reference = load_backbone(BACKBONE, cache_size=0)
+        reference = load_backbone(BACKBONE, cache_mb=0)
         ser, tok = get_serializer("CartPole-v1"), load_tokenizer(BACKBONE)
         text, spans = ser.render([0.02, -1.37, 0.11, -0.4])
         ids, fields = tok.encode_aligned([text], [spans], 64)

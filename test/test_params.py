@@ -18,7 +18,7 @@ def test_shipped_agent_yaml_is_valid_for_every_node():
     ("policy_value", "safe_action", "brake", "zero | hold"),
     ("policy_value", "ppo.gamma", 2.0, "float in (0, 1]"),
     ("sim_bridge", "mode", "async", "lockstep | realtime"),
-    ("ternary_encoder", "cache_size", -1, "int in [0, 10000000]"),
+    ("ternary_encoder", "cache_mb", -1.0, "float in [0, 4096]"),
     ("state_serializer", "max_tokens", "many", "int in [4, 512]"),
 ])
 def test_invalid_values_name_node_parameter_value_and_range(node, name, value, allowed):

@@ -29,7 +29,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def distilled():
-    return load_backbone(BACKBONE, cache_size=1024)
+    return load_backbone(BACKBONE, cache_mb=16)
 
 
 def _value_texts(serializer, obs):
@@ -120,7 +120,7 @@ def test_readout_shapes_determinism_and_cache(distilled, readout):
     hits = distilled.cache_stats()["hits"]
     np.testing.assert_array_equal(enc(states), feats)
     assert distilled.cache_stats()["hits"] == hits + 6
-    fresh = StateEncoder(spec, get_serializer("CartPole-v1"), load_backbone(BACKBONE, cache_size=0), readout)
+    fresh = StateEncoder(spec, get_serializer("CartPole-v1"), load_backbone(BACKBONE, cache_mb=0), readout)
     np.testing.assert_array_equal(fresh(states), feats)
 
 
@@ -128,7 +128,7 @@ def test_fields_readout_is_the_mean_of_each_fields_token_states(distilled):
     spec = get_spec("CartPole-v1")
     stage = TextStage(spec, get_serializer("CartPole-v1"), distilled.tokenizer, 64)
     _, _, ids, fields = stage(np.array([[0.02, -1.37, 0.11, -0.4]]))
-    torch_bb = load_backbone(BACKBONE, engine="torch", cache_size=0)
+    torch_bb = load_backbone(BACKBONE, engine="torch", cache_mb=0)
     states = TorchEngine(torch_bb.model, torch_bb.tokenizer.pad_id).hidden(ids)[0]
     want = np.stack([states[np.asarray(fields[0]) == f].mean(0) for f in range(4)]).reshape(-1)
     got = torch_bb.encode_fields(ids, fields, 4)[0]
@@ -140,8 +140,8 @@ def test_fields_readout_is_the_mean_of_each_fields_token_states(distilled):
 
 @pytest.mark.skipif(not native_available()[0], reason="native extension not built")
 def test_native_token_states_match_torch(distilled):
-    torch_bb = load_backbone(BACKBONE, engine="torch", cache_size=0)
-    native_bb = load_backbone(BACKBONE, engine="native", cache_size=0)
+    torch_bb = load_backbone(BACKBONE, engine="torch", cache_mb=0)
+    native_bb = load_backbone(BACKBONE, engine="native", cache_mb=0)
     assert native_bb.engine_name == "native"
     spec = get_spec("HalfCheetah-v4")
     stage = TextStage(spec, get_serializer("HalfCheetah-v4"), distilled.tokenizer, 64)

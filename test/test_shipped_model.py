@@ -56,7 +56,7 @@ def test_tokenizer_covers_every_serializer_output_and_degrades_gracefully():
         for fmt in FORMATS:
             for ids in tok.encode_batch(get_serializer(env_id, fmt).batch(states)):
                 assert unk not in ids, (env_id, fmt)
-    bb = load_backbone(MODEL_ID, cache_size=0, engine="torch")
+    bb = load_backbone(MODEL_ID, cache_mb=0, engine="torch")
     odd = ["🦾 qzxv≈ 漢字", "", "move " * 300]
     ids = bb.tokenize(odd)
     assert unk in ids[0] and len(ids[2]) == bb.max_tokens  # unknown symbols -> [UNK]; long input truncated
@@ -78,9 +78,9 @@ def _cos(a, b):
 def test_distilled_is_close_to_the_teacher_on_heldout_text(heldout):
     texts, groups = heldout
     assert len(texts) >= 40 and set(FORMATS) <= set(groups)
-    teacher = load_backbone("minilm-fp32", cache_size=0).encode(texts)
-    distilled = load_backbone(MODEL_ID, cache_size=0, engine="torch").encode(texts)
-    ptq = load_backbone("minilm-ternary-ptq", cache_size=0, engine="torch").encode(texts)
+    teacher = load_backbone("minilm-fp32", cache_mb=0).encode(texts)
+    distilled = load_backbone(MODEL_ID, cache_mb=0, engine="torch").encode(texts)
+    ptq = load_backbone("minilm-ternary-ptq", cache_mb=0, engine="torch").encode(texts)
     cos_d, cos_p = _cos(distilled, teacher), _cos(ptq, teacher)
     assert cos_d.mean() >= 0.88, cos_d.mean()
     assert cos_d.mean() > cos_p.mean() + 0.3
@@ -92,6 +92,6 @@ def test_distilled_is_close_to_the_teacher_on_heldout_text(heldout):
 @pytest.mark.skipif(not native_available()[0], reason="native engine not built")
 def test_native_engine_agrees_on_the_shipped_model(heldout):
     texts = heldout[0][:32]
-    ref = load_backbone(MODEL_ID, cache_size=0, engine="torch").encode(texts)
-    nat = load_backbone(MODEL_ID, cache_size=0, engine="native").encode(texts)
+    ref = load_backbone(MODEL_ID, cache_mb=0, engine="torch").encode(texts)
+    nat = load_backbone(MODEL_ID, cache_mb=0, engine="native").encode(texts)
     assert _cos(nat, ref).min() >= 0.999

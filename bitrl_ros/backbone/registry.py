@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+import sys
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from ..settings import ENGINES, POOLINGS
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
 # Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
 SHIPPED_MODELS = ("minilm-bitnet-distilled",)
-CACHE_MAX_BYTES = 256 * 2**20  # the embedding cache never holds more than this, whatever cache_size says
 # The cache has to earn its memory: after CACHE_TRIAL_LOOKUPS lookups, a hit rate under CACHE_MIN_HIT_RATE empties
 # and switches it off for good (CartPole's continuous states hit under 3%, MountainCar's two-decimal ones ~94%).
 CACHE_TRIAL_LOOKUPS = 4096
@@ -43,12 +43,12 @@ class Backbone:
     """
 
     def __init__(self, backbone_id: str, model, tokenizer: Tokenizer | Path,
-                 max_tokens: int = 64, cache_size: int = 65536, engine: str = "auto", threads: int = 1):
+                 max_tokens: int = 64, cache_mb: float = 32.0, engine: str = "auto", threads: int = 1):
         """tokenizer: a Tokenizer, or the path of its tokenizer.json, read when first needed (an encoder that
         only receives token ids, the ternary_encoder node, never spends the ~8 MB a vocabulary takes).
         """
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
         if not isinstance(tokenizer, Tokenizer) and not Path(tokenizer).is_file():
             raise ModelFileError(f"{tokenizer}: tokenizer file not found")
         self.id = backbone_id
@@ -65,7 +65,7 @@ class Backbone:
         self.engine_name: str = self.engine.name
         self.hidden_size: int = self.engine.hidden_size if self.model is None else model.hidden_size
         self.max_tokens = max_tokens
-        self.cache_size = cache_size
+        self.cache_budget = int(cache_mb * 2**20)  # bytes the cache may hold (0: off)
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_bytes = 0
         self._hits = 0
@@ -93,7 +93,7 @@ class Backbone:
         """Pooled features float32 [B, hidden_size]; cached rows skip the model, misses run as one batch."""
         _check_pooling(pooling)
         keys = [(self._checked(ids), pooling) for ids in token_id_lists]
-        out = self._cached(keys, self.hidden_size, lambda missing: self._run([list(k[0]) for k in missing], pooling))
+        out = self._cached(keys, self.hidden_size, lambda missing: self._run([_ids(k[0]) for k in missing], pooling))
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -109,21 +109,22 @@ class Backbone:
         for ids, fields in zip(token_id_lists, token_field_lists):
             if len(fields) != len(ids):
                 raise ValueError(f"{len(fields)} token fields for {len(ids)} token ids")
-            keys.append((self._checked(ids), tuple(int(f) for f in fields), num_fields))
+            keys.append((self._checked(ids), np.asarray(fields, dtype=np.int16).tobytes(), num_fields))
         width = num_fields * self.hidden_size
 
         def run(missing):
-            states = self.engine.hidden([list(k[0]) for k in missing])
-            return [field_means(h[: len(k[0])], np.asarray(k[1]), num_fields).reshape(width)
-                    for k, h in zip(missing, states)]
+            states = self.engine.hidden([_ids(k[0]) for k in missing])
+            return [field_means(h[: len(k[0]) // _ID_BYTES], np.frombuffer(k[1], dtype=np.int16), num_fields)
+                    .reshape(width) for k, h in zip(missing, states)]
         return self._cached(keys, width, run)
 
-    def _checked(self, ids) -> tuple:
+    def _checked(self, ids) -> bytes:
+        """The ids as the cache key: int32 bytes (a tenth of a tuple of ints' memory, hashed as fast)."""
         if not len(ids):
             raise ValueError("cannot encode an empty token sequence")
         if len(ids) > self._max_len:
             raise ValueError(f"sequence of {len(ids)} tokens exceeds the model's {self._max_len} positions")
-        return tuple(int(i) for i in ids)
+        return np.asarray(ids, dtype=np.int32).tobytes()
 
     def _cached(self, keys: list[tuple], width: int, run) -> np.ndarray:
         """Rows for keys: cached ones from the LRU cache, the missing ones from run(list of distinct missing keys)
@@ -132,7 +133,7 @@ class Backbone:
         out = np.empty((len(keys), width), dtype=np.float32)
         missing: dict[tuple, list[int]] = {}
         for row, key in enumerate(keys):
-            hit = self._cache.get(key) if self.cache_size else None
+            hit = self._cache.get(key) if self.cache_budget else None
             if hit is not None:
                 self._cache.move_to_end(key)
                 out[row] = hit
@@ -144,12 +145,12 @@ class Backbone:
             for (key, rows), vec in zip(missing.items(), run(list(missing))):
                 out[rows] = vec
                 self._remember(key, vec)
-        if self.cache_size and not self.cache_off_reason and self._hits + self._misses >= CACHE_TRIAL_LOOKUPS:
+        if self.cache_budget and not self.cache_off_reason and self._hits + self._misses >= CACHE_TRIAL_LOOKUPS:
             rate = self._hits / (self._hits + self._misses)
             if rate < CACHE_MIN_HIT_RATE:
                 self.cache_off_reason = (f"hit rate {rate:.1%} after {self._hits + self._misses} lookups, under "
                                          f"{CACHE_MIN_HIT_RATE:.0%}: not worth its memory")
-                self.cache_size = 0
+                self.cache_budget = 0
                 self._cache.clear()
                 self._cache_bytes = 0
         return out
@@ -158,7 +159,7 @@ class Backbone:
         total = self._hits + self._misses
         return {"hits": self._hits, "misses": self._misses,
                 "hit_rate": self._hits / total if total else 0.0, "size": len(self._cache),
-                "bytes": self._cache_bytes, "off": self.cache_off_reason}
+                "bytes": self._cache_bytes, "budget_bytes": self.cache_budget, "off": self.cache_off_reason}
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -166,16 +167,32 @@ class Backbone:
         self._hits = self._misses = 0
 
     def _remember(self, key: tuple, vec: np.ndarray) -> None:
-        if not self.cache_size:
+        if not self.cache_budget:
             return
+        vec = vec.copy()  # its own buffer: a row view would keep its whole batch alive
         self._cache[key] = vec
-        self._cache_bytes += vec.nbytes
-        # Per-field rows are num_fields times wider than pooled ones: bound the bytes as well as the entries.
-        while len(self._cache) > self.cache_size or self._cache_bytes > CACHE_MAX_BYTES:
-            self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+        self._cache_bytes += _entry_bytes(key, vec)
+        while self._cache_bytes > self.cache_budget:
+            old_key, old_vec = self._cache.popitem(last=False)
+            self._cache_bytes -= _entry_bytes(old_key, old_vec)
 
     def _run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
         return self.engine.run(seqs, pooling)
+
+
+_ID_BYTES = 4           # a token id in a cache key (int32)
+_DICT_NODE_BYTES = 100  # an OrderedDict entry: hash slot, entry and linked-list node
+
+
+def _ids(key_part: bytes) -> list[int]:
+    return np.frombuffer(key_part, dtype=np.int32).tolist()
+
+
+def _entry_bytes(key: tuple, vec: np.ndarray) -> int:
+    """What one cache entry costs: the vector (an array owning its data: header + data), the key and its parts
+    (an upper bound: interned strings and small ints are shared), and the ordered dict's node.
+    """
+    return sys.getsizeof(vec) + sys.getsizeof(key) + sum(sys.getsizeof(p) for p in key) + _DICT_NODE_BYTES
 
 
 def field_means(states: np.ndarray, token_fields: np.ndarray, num_fields: int) -> np.ndarray:
@@ -195,7 +212,7 @@ def available_backbones() -> list[str]:
     return list(BACKBONE_IDS)
 
 
-def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 64, engine: str = "auto",
+def load_backbone(backbone_id: str, cache_mb: float = 32.0, max_tokens: int = 64, engine: str = "auto",
                   threads: int = 1) -> Backbone | None:
     """A Backbone by id, or from a model directory in our format; 'mlp' means no backbone (None).
 
@@ -205,7 +222,7 @@ def load_backbone(backbone_id: str, cache_size: int = 65536, max_tokens: int = 6
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if backbone_id == "mlp":
         return None
-    kw = {"max_tokens": max_tokens, "cache_size": cache_size, "engine": engine, "threads": threads}
+    kw = {"max_tokens": max_tokens, "cache_mb": cache_mb, "engine": engine, "threads": threads}
     if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
         from .teacher import load_teacher, ternarize_ptq
 

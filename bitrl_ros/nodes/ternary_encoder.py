@@ -48,7 +48,7 @@ class TernaryEncoderNode(ManagedNode):
         p = self.params
         t0 = time.perf_counter()
         try:
-            backbone = load_backbone(p["backbone"], cache_size=p["cache_size"], max_tokens=MAX_TOKENS,
+            backbone = load_backbone(p["backbone"], cache_mb=p["cache_mb"], max_tokens=MAX_TOKENS,
                                      engine=p["engine"], threads=p["threads"])
         except ValueError as exc:
             raise ConfigError(f"ternary_encoder: invalid value for 'backbone' = {p['backbone']!r} ({exc})") from None
@@ -66,7 +66,7 @@ class TernaryEncoderNode(ManagedNode):
         self._cache_off_logged = False
         self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s)) "
                                f"loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
-                               f"readout {self.layout.readout}, cache {p['cache_size']} entries")
+                               f"readout {self.layout.readout}, cache {p['cache_mb']:g} MiB")
 
     def cleanup(self) -> None:
         self.backbone = self.layout = self.stage = self.feature_dim = None
