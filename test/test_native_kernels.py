@@ -86,19 +86,20 @@ def test_two_bits_per_weight(nk, inp):
     assert p.bits_per_weight == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("tokens,inp", [(1, 1), (3, 130), (33, 384), (2, 1000)])
-def test_quantize_matches_bitlinear(nk, tokens, inp):
+@pytest.mark.parametrize("tokens,inp", [(1, 1), (3, 130), (33, 384), (2, 1000), (4, 1536)])
+def test_quantize_matches_bitlinear_on_every_isa(nk, tokens, inp):
     g = torch.Generator().manual_seed(tokens + inp)
     x = torch.randn(tokens, inp, generator=g) * 3
     if tokens > 1:
         x[1] = 0.0
     xq_ref, sc_ref = bitlinear.quantize_activations(x)
-    xq, sc, xs = nk.quantize_activations(x.numpy())
-    assert xq.shape == (tokens, -(-inp // 128) * 128)
-    np.testing.assert_array_equal(xq[:, :inp], xq_ref.numpy())
-    assert not xq[:, inp:].any()
-    np.testing.assert_array_equal(sc, sc_ref.numpy()[:, 0])
-    np.testing.assert_array_equal(xs, xq.astype(np.int64).sum(1))
+    for isa in nk.available_isas():
+        xq, sc, xs = nk.quantize_activations(x.numpy(), isa=isa)
+        assert xq.shape == (tokens, -(-inp // 128) * 128)
+        np.testing.assert_array_equal(xq[:, :inp], xq_ref.numpy(), err_msg=isa)
+        assert not xq[:, inp:].any()
+        np.testing.assert_array_equal(sc, sc_ref.numpy()[:, 0], err_msg=isa)
+        np.testing.assert_array_equal(xs, xq.astype(np.int64).sum(1), err_msg=isa)
 
 
 @pytest.mark.parametrize("out,inp,tokens", [(1, 1, 1), (1, 129, 2), (7, 300, 5), (33, 640, 33), (65, 2560, 4)])

@@ -134,20 +134,22 @@ void register_kernels(py::module_& m) {
 
   m.def(
       "quantize_activations",
-      [](const F32& x, std::optional<int> in_padded) {
+      [](const F32& x, std::optional<int> in_padded, std::optional<std::string> isa) {
         if (x.ndim() != 2) throw std::invalid_argument("x must be float32 [tokens, in]");
         const int tokens = static_cast<int>(x.shape(0)), in = static_cast<int>(x.shape(1));
         const int inp = in_padded ? *in_padded : padded(in);
+        const Isa which = isa_arg(isa);
         I8 xq({static_cast<py::ssize_t>(tokens), static_cast<py::ssize_t>(inp)});
         F32 sc({static_cast<py::ssize_t>(tokens)});
         I32 sum({static_cast<py::ssize_t>(tokens)});
         {
           py::gil_scoped_release nogil;
-          quantize_activations(x.data(), tokens, in, inp, xq.mutable_data(), sc.mutable_data(), sum.mutable_data());
+          quantize_activations(x.data(), tokens, in, inp, xq.mutable_data(), sc.mutable_data(), sum.mutable_data(),
+                               which);
         }
         return std::make_tuple(xq, sc, sum);
       },
-      py::arg("x"), py::arg("in_padded") = py::none(),
+      py::arg("x"), py::arg("in_padded") = py::none(), py::arg("isa") = py::none(),
       "float32 [tokens, in] -> (xq int8 [tokens, in_padded], x_scale float32 [tokens], x_sum int32 [tokens]).");
 
   m.def(

@@ -122,25 +122,66 @@ void unpack_ternary(const PackedTernary& p, int8_t* w) {
   }
 }
 
+namespace {
+
+float amax_scalar(const float* row, int in) {
+  float amax = 0.0f;
+  for (int i = 0; i < in; ++i) amax = std::max(amax, std::fabs(row[i]));
+  return amax;
+}
+
+}  // namespace
+
+namespace detail {
+
+// The element rule every path follows: clamp(x * s) to [-128, 127] (NaN -> -128, as std::max(-128, NaN) gives),
+// then round half to even.
+int32_t quantize_row_scalar(const float* row, int in, float s, int8_t* q) {
+  int32_t sum = 0;
+  for (int i = 0; i < in; ++i) {
+    float v = row[i] * s;
+    v = std::min(127.0f, std::max(-128.0f, v));
+    const int qi = static_cast<int>(std::nearbyint(v));
+    q[i] = static_cast<int8_t>(qi);
+    sum += qi;
+  }
+  return sum;
+}
+
+}  // namespace detail
+
 void quantize_activations(const float* x, int tokens, int in, int in_padded, int8_t* xq, float* x_scale,
-                          int32_t* x_sum) {
+                          int32_t* x_sum, Isa isa) {
   if (in_padded < in) throw std::invalid_argument("quantize_activations: in_padded < in");
+  if (!isa_available(isa)) throw std::invalid_argument(std::string("ISA not available: ") + isa_name(isa));
   for (int t = 0; t < tokens; ++t) {
     const float* row = x + static_cast<size_t>(t) * in;
     int8_t* q = xq + static_cast<size_t>(t) * in_padded;
-    float amax = 0.0f;
-    for (int i = 0; i < in; ++i) amax = std::max(amax, std::fabs(row[i]));
+    float amax;
+    switch (isa) {
+#if defined(__x86_64__)
+      case Isa::AVX2:
+      case Isa::AVX512VNNI: amax = detail::amax_avx2(row, in); break;
+#endif
+#if defined(__aarch64__)
+      case Isa::NEON: amax = detail::amax_neon(row, in); break;
+#endif
+      default: amax = amax_scalar(row, in);
+    }
     // Exactly bitlinear.quantize_activations: 127.0 / clamp(amax, 1e-5) (which torch evaluates as
     // reciprocal(.) * 127 in float32: two roundings), clamp to [-128, 127], round half to even.
     const float recip = 1.0f / std::max(amax, kActEps);
     const float s = recip * 127.0f;
-    int32_t sum = 0;
-    for (int i = 0; i < in; ++i) {
-      float v = row[i] * s;
-      v = std::min(127.0f, std::max(-128.0f, v));
-      const int qi = static_cast<int>(std::nearbyint(v));
-      q[i] = static_cast<int8_t>(qi);
-      sum += qi;
+    int32_t sum;
+    switch (isa) {
+#if defined(__x86_64__)
+      case Isa::AVX2:
+      case Isa::AVX512VNNI: sum = detail::quantize_row_avx2(row, in, s, q); break;
+#endif
+#if defined(__aarch64__)
+      case Isa::NEON: sum = detail::quantize_row_neon(row, in, s, q); break;
+#endif
+      default: sum = detail::quantize_row_scalar(row, in, s, q);
     }
     std::memset(q + in, 0, static_cast<size_t>(in_padded - in));
     x_scale[t] = s;

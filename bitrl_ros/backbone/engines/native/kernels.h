@@ -51,8 +51,14 @@ void unpack_ternary(const PackedTernary& p, int8_t* w);
 // x: float [tokens, in] -> xq int8 [tokens, in_padded] (zero padded), x_scale[t] = 127 / max(max|x_t|, kActEps),
 // xq = round_half_even(clamp(x * x_scale, -128, 127)) (bit-identical to bitlinear.quantize_activations),
 // x_sum[t] = sum of xq over the row (some SIMD paths need it for the unsigned-code trick; x_sum may be null).
+// isa: AVX2 (also for AVX-512 VNNI) and NEON have vector paths, identical to the scalar one bit for bit (same
+// products, max, clamp and round-half-even conversion); throws std::invalid_argument if `isa` is not available.
 void quantize_activations(const float* x, int tokens, int in, int in_padded, int8_t* xq, float* x_scale,
-                          int32_t* x_sum);
+                          int32_t* x_sum, Isa isa);
+inline void quantize_activations(const float* x, int tokens, int in, int in_padded, int8_t* xq, float* x_scale,
+                                 int32_t* x_sum) {
+  quantize_activations(x, tokens, in, in_padded, xq, x_scale, x_sum, best_isa());
+}
 
 // acc [tokens, out] = xq [tokens, in_padded] . W^T, exact int32, rows [row_begin, row_end) of W only
 // (callers split rows across threads). x_sum may be null (it is then computed per call). Throws

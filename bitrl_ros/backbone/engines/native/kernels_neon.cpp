@@ -10,6 +10,7 @@
 #include <arm_neon.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "kernels_internal.h"
@@ -107,6 +108,31 @@ void gemm_i32_neon(const PackedTernary& w, const int8_t* xq, const int32_t* x_su
     }
     r0 += n;
   }
+}
+
+// quantize_activations, ARMv8.0 NEON. Bit for bit the scalar rule: vmaxnm/vminnm return the number when one
+// operand is a NaN (std::max(acc, NaN) keeps acc; std::max(-128, NaN) gives -128), vcvtnq rounds half to even;
+// the saturating narrows never saturate.
+float amax_neon(const float* row, int in) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  int i = 0;
+  for (; i + 4 <= in; i += 4) acc = vmaxnmq_f32(acc, vabsq_f32(vld1q_f32(row + i)));
+  float amax = vmaxnmvq_f32(acc);
+  for (; i < in; ++i) amax = std::max(amax, std::fabs(row[i]));
+  return amax;
+}
+
+int32_t quantize_row_neon(const float* row, int in, float s, int8_t* q) {
+  const float32x4_t vs = vdupq_n_f32(s), lo = vdupq_n_f32(-128.0f), hi = vdupq_n_f32(127.0f);
+  int32x4_t sum = vdupq_n_s32(0);
+  int i = 0;
+  for (; i + 8 <= in; i += 8) {
+    const int32x4_t a = vcvtnq_s32_f32(vminnmq_f32(vmaxnmq_f32(vmulq_f32(vld1q_f32(row + i), vs), lo), hi));
+    const int32x4_t b = vcvtnq_s32_f32(vminnmq_f32(vmaxnmq_f32(vmulq_f32(vld1q_f32(row + i + 4), vs), lo), hi));
+    sum = vaddq_s32(sum, vaddq_s32(a, b));
+    vst1_s8(q + i, vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b))));
+  }
+  return vaddvq_s32(sum) + quantize_row_scalar(row + i, in - i, s, q + i);
 }
 
 }  // namespace detail

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "kernels_internal.h"
@@ -176,6 +177,45 @@ void gemm_i32_avx512vnni(const PackedTernary& w, const int8_t* xq, const int32_t
   static const TileFn main[kTokTile] = {tile_vnni<P, 1>, tile_vnni<P, 2>, tile_vnni<P, 3>, tile_vnni<P, 4>};
   static const TileFn tail[kTokTile] = {tile_vnni<1, 1>, tile_vnni<1, 2>, tile_vnni<1, 3>, tile_vnni<1, 4>};
   drive(w, xq, x_sum, tokens, acc, row_begin, row_end, 2 * P, main, 2, tail);
+}
+
+// quantize_activations, AVX2 (also the AVX-512 machines' path: the row is short, the work memory-bound). Bit for
+// bit the scalar rule: max_ps(v, acc) / max_ps(v, lo) return their second operand for a NaN v, as std::max does;
+// cvtps_epi32 rounds half to even under the default MXCSR, like nearbyint; the int8 packs never saturate.
+BITRL_AVX2 float amax_avx2(const float* row, int in) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= in; i += 8) acc = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)), acc);
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  float amax = _mm_cvtss_f32(m);
+  for (; i < in; ++i) amax = std::max(amax, std::fabs(row[i]));
+  return amax;
+}
+
+namespace {
+
+BITRL_AVX2 inline __m256i quantize8_avx2(const float* p, __m256 s, __m256 lo, __m256 hi) {
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(p), s), lo), hi));
+}
+
+}  // namespace
+
+BITRL_AVX2 int32_t quantize_row_avx2(const float* row, int in, float s, int8_t* q) {
+  const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undo the packs' lane interleave
+  __m256i sum = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 32 <= in; i += 32) {
+    const __m256i a = quantize8_avx2(row + i, vs, lo, hi), b = quantize8_avx2(row + i + 8, vs, lo, hi);
+    const __m256i c = quantize8_avx2(row + i + 16, vs, lo, hi), d = quantize8_avx2(row + i + 24, vs, lo, hi);
+    sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d)));
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(packed, order));
+  }
+  return hsum_avx2(sum) + quantize_row_scalar(row + i, in - i, s, q + i);
 }
 
 }  // namespace detail

@@ -159,7 +159,7 @@ void ModelBase::ensure_scratch(int n_tokens, int max_seq) {
 
 void ModelBase::linears(const float* x, int tokens, const TernaryLinear* const* lins, float* const* ys, int count) {
   const int in = lins[0]->w.in, in_padded = lins[0]->w.in_padded;
-  quantize_activations(x, tokens, in, in_padded, xq_.data(), x_scale_.data(), x_sum_.data());
+  quantize_activations(x, tokens, in, in_padded, xq_.data(), x_scale_.data(), x_sum_.data(), isa_);
   int total = 0;
   for (int l = 0; l < count; ++l) total += lins[l]->w.out;
   const int64_t work = static_cast<int64_t>(tokens) * total * in;

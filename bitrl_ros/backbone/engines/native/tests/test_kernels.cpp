@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -157,7 +158,7 @@ static void quantize_ref(const float* x, int tokens, int in, int in_padded, std:
 
 static void test_quantize(std::mt19937& rng) {
   int ties = 0;
-  const int shapes[][2] = {{1, 1}, {1, 130}, {3, 384}, {33, 77}, {2, 1000}, {4, 128}};
+  const int shapes[][2] = {{1, 1}, {1, 130}, {3, 384}, {33, 77}, {2, 1000}, {4, 128}, {2, 1536}, {5, 31}};
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& s : shapes) {
     const int tokens = s[0], in = s[1], inp = padded(in);
@@ -181,6 +182,26 @@ static void test_quantize(std::mt19937& rng) {
     std::vector<float> sc2(tokens);
     quantize_activations(x.data(), tokens, in, inp, q2.data(), sc2.data(), nullptr);
     check(q2 == q, "quantize_activations with x_sum = null " + sh);
+    // Every vector path equals the scalar one bit for bit, NaN and infinities included.
+    if (tokens >= 2 && in >= 40) {
+      x[3] = std::numeric_limits<float>::quiet_NaN();
+      x[in + 37] = std::numeric_limits<float>::infinity();
+      x[in + 5] = -std::numeric_limits<float>::infinity();
+    }
+    std::vector<int8_t> qs(q.size());
+    std::vector<float> scs(tokens);
+    std::vector<int32_t> sums(tokens);
+    quantize_activations(x.data(), tokens, in, inp, qs.data(), scs.data(), sums.data(), Isa::Scalar);
+    for (Isa isa : available_isas()) {
+      std::vector<int8_t> qi(q.size(), 99);
+      std::vector<float> sci(tokens);
+      std::vector<int32_t> sumi(tokens);
+      quantize_activations(x.data(), tokens, in, inp, qi.data(), sci.data(), sumi.data(), isa);
+      const std::string what = std::string(" (") + isa_name(isa) + ") " + sh;
+      check(qi == qs, "quantize_activations values" + what);
+      check(std::memcmp(sci.data(), scs.data(), sizeof(float) * tokens) == 0, "quantize_activations scales" + what);
+      check(sumi == sums, "quantize_activations x_sum" + what);
+    }
   }
   check(ties > 0, "quantize test exercised exact .5 ties (" + std::to_string(ties) + ")");
 }
