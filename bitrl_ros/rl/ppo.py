@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bitrl_ros.rl.adam import Adam
 from bitrl_ros.rl.buffer import RolloutBuffer
 from bitrl_ros.rl.config import PPOConfig
 from bitrl_ros.rl.gae import compute_gae
@@ -59,11 +60,9 @@ class PPO:
             torch.manual_seed(self.seed)
             self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes, readout)
             self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes, readout)
-        # foreach: one multi-tensor Adam step instead of a Python loop over parameters (faster for small heads).
-        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.policy_lr,
-                                                 eps=self.config.adam_eps, foreach=True)
-        self.value_optimizer = torch.optim.Adam(self.value_head.parameters(), lr=self.config.value_lr,
-                                                eps=self.config.adam_eps, foreach=True)
+        # Our Adam (rl/adam.py): torch.optim's imports torch._dynamo on first use, +74 MB resident.
+        self.policy_optimizer = Adam(self.policy.parameters(), lr=self.config.policy_lr, eps=self.config.adam_eps)
+        self.value_optimizer = Adam(self.value_head.parameters(), lr=self.config.value_lr, eps=self.config.adam_eps)
         self.shuffle_generator = torch.Generator().manual_seed(self.seed)
         self.action_generator = torch.Generator().manual_seed(self.seed + 1)
         self.num_updates = 0
