@@ -119,12 +119,16 @@ def read_ternary_linear(tensors: dict, name: str, out_features: int, in_features
         raise ModelFileError(f"{path}: tensor '{name}.weight_packed': {e}") from None
 
 
+def read_word_embedding_int8(tensors: dict, key: str, shape: tuple, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An int8 word-embedding table as stored: (int8 rows [V, D], float32 per-row scales [V]), checked."""
+    q = expect(tensors, key, shape, np.int8, path)
+    return q, expect(tensors, key + SCALE_SUFFIX, (shape[0],), np.float32, path)
+
+
 def read_word_embedding(tensors: dict, key: str, shape: tuple, dtype_name: str, path: Path) -> np.ndarray:
-    """The word-embedding table as float32, whatever dtype it is stored in (and the keys it used)."""
+    """The word-embedding table as float32, whatever dtype it is stored in."""
     if dtype_name == "int8":
-        q = expect(tensors, key, shape, np.int8, path)
-        scale = expect(tensors, key + SCALE_SUFFIX, (shape[0],), np.float32, path)
-        return dequantize_rows_int8_array(q, scale)
+        return dequantize_rows_int8_array(*read_word_embedding_int8(tensors, key, shape, path))
     return expect(tensors, key, shape, EMBEDDING_DTYPES[dtype_name], path).astype(np.float32)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import assemble, NativeEngineError
 from ...model_format import (CONFIG_FILE, embedding_keys, expect, read_config, read_tensors, read_ternary_linear,
-                             read_word_embedding, SCALE_SUFFIX, WEIGHTS_FILE, WORD_EMBEDDING_KEY,
+                             read_word_embedding, read_word_embedding_int8, WEIGHTS_FILE, WORD_EMBEDDING_KEY,
                              WORD_EMBEDDING_KEYS)
 from ....errors import ModelFileError
 
@@ -50,9 +50,7 @@ def load_native_model(directory: str | Path, threads: int = 1):
     embedding_int8 = None
     if emb_name == "int8":
         key = WORD_EMBEDDING_KEY[arch]
-        shape = (cfg.vocab_size, cfg.hidden_size)
-        embedding_int8 = (expect(tensors, key, shape, "int8", path),
-                          expect(tensors, key + SCALE_SUFFIX, (shape[0],), "float32", path))
+        embedding_int8 = read_word_embedding_int8(tensors, key, (cfg.vocab_size, cfg.hidden_size), path)
         used.update(embedding_keys(key, emb_name))
     try:
         model = assemble(arch, cfg, tensor, linear, threads, embedding_int8)

@@ -154,35 +154,28 @@ void quantize_activations(const float* x, int tokens, int in, int in_padded, int
                           int32_t* x_sum, Isa isa) {
   if (in_padded < in) throw std::invalid_argument("quantize_activations: in_padded < in");
   if (!isa_available(isa)) throw std::invalid_argument(std::string("ISA not available: ") + isa_name(isa));
+  float (*amax_of)(const float*, int) = amax_scalar;
+  int32_t (*quantize_row)(const float*, int, float, int8_t*) = detail::quantize_row_scalar;
+#if defined(__x86_64__)
+  if (isa == Isa::AVX2 || isa == Isa::AVX512VNNI) {
+    amax_of = detail::amax_avx2;
+    quantize_row = detail::quantize_row_avx2;
+  }
+#endif
+#if defined(__aarch64__)
+  if (isa == Isa::NEON) {
+    amax_of = detail::amax_neon;
+    quantize_row = detail::quantize_row_neon;
+  }
+#endif
   for (int t = 0; t < tokens; ++t) {
     const float* row = x + static_cast<size_t>(t) * in;
     int8_t* q = xq + static_cast<size_t>(t) * in_padded;
-    float amax;
-    switch (isa) {
-#if defined(__x86_64__)
-      case Isa::AVX2:
-      case Isa::AVX512VNNI: amax = detail::amax_avx2(row, in); break;
-#endif
-#if defined(__aarch64__)
-      case Isa::NEON: amax = detail::amax_neon(row, in); break;
-#endif
-      default: amax = amax_scalar(row, in);
-    }
     // Exactly bitlinear.quantize_activations: 127.0 / clamp(amax, 1e-5) (which torch evaluates as
     // reciprocal(.) * 127 in float32: two roundings), clamp to [-128, 127], round half to even.
-    const float recip = 1.0f / std::max(amax, kActEps);
+    const float recip = 1.0f / std::max(amax_of(row, in), kActEps);
     const float s = recip * 127.0f;
-    int32_t sum;
-    switch (isa) {
-#if defined(__x86_64__)
-      case Isa::AVX2:
-      case Isa::AVX512VNNI: sum = detail::quantize_row_avx2(row, in, s, q); break;
-#endif
-#if defined(__aarch64__)
-      case Isa::NEON: sum = detail::quantize_row_neon(row, in, s, q); break;
-#endif
-      default: sum = detail::quantize_row_scalar(row, in, s, q);
-    }
+    const int32_t sum = quantize_row(row, in, s, q);
     std::memset(q + in, 0, static_cast<size_t>(in_padded - in));
     x_scale[t] = s;
     if (x_sum) x_sum[t] = sum;

@@ -42,16 +42,15 @@ struct EmbeddingTable {
   std::vector<float> f32;
   std::vector<int8_t> q;
   std::vector<float> row_scale;
-  size_t rows = 0, width = 0;
+  std::vector<uint8_t> row_set;  // int8 rows handed over so far (1 = set)
+  size_t rows = 0, width = 0, rows_missing = 0;
 
   bool empty() const { return rows == 0 || (f32.empty() && rows_missing != 0); }
-  size_t rows_missing = 0;
   void set_f32(const float* data, size_t n, size_t rows, size_t width, const std::string& name);
   // Rows [first_row, first_row + n_scales) as int8 with their scales; the table (rows x width) is allocated on
   // the first call, so a big vocabulary can be handed over in chunks without a second full copy.
   void set_int8(const int8_t* data, size_t n, const float* scales, size_t n_scales, size_t rows, size_t width,
                 size_t first_row, const std::string& name);
-  std::vector<uint8_t> row_set;  // int8 rows handed over so far (1 = set)
   void row(int32_t id, float* out) const;  // width values
   size_t bytes() const { return f32.size() * sizeof(float) + q.size() + row_scale.size() * sizeof(float); }
 };
