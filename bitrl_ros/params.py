@@ -81,6 +81,9 @@ SCHEMAS: dict[str, list[Setting]] = {
                 choices=("zero", "hold")),
         Setting("watchdog_periods", 3, "control periods without a fresh observation before the watchdog trips",
                 1, 1000),
+        Setting("update_worker", "process", "where PPO updates run: process (a niced child process, so the update "
+                "never holds this node's interpreter while it acts) or thread (a thread of this node)",
+                choices=("process", "thread")),
         AUTOSTART,
     ] + NODE_PPO,
     "bag_recorder": COMMON + [

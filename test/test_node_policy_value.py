@@ -159,7 +159,8 @@ def test_lockstep_learns_checkpoints_and_resumes(harness, tmp_path):
 @pytest.mark.slow
 def test_an_undone_update_is_an_error_on_diagnostics_and_acting_goes_on(harness, tmp_path):
     ckpt = tmp_path / "checkpoint"
-    h = harness("t_pv_heal", checkpoint_dir=str(ckpt), **SMALL_PPO)
+    # A thread worker: the poisoning hook below lives in this process (test_rl_learner covers the child process).
+    h = harness("t_pv_heal", checkpoint_dir=str(ckpt), update_worker="thread", **SMALL_PPO)
     h.send(0, 0, [0.0, 0.0, 0.01, 0.0])
     h.action_for(0, 0)  # the first encoded state built the learner
     first = next(h.node.learner.ppo.policy.parameters())

@@ -1,8 +1,11 @@
 """OnlineLearner: the synchronous path `bitrl train` uses and the background path the policy_value node uses."""
+import json
+import os
 import time
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from bitrl_ros.rl.learner import OnlineLearner
@@ -30,7 +33,7 @@ def _bandit_stream(learner, steps, seed=0, wait=False):
 
 def test_background_updates_match_synchronous_ones(tmp_path):
     sync = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False)
-    bg = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False, background=True,
+    bg = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False, updates="thread",
                        checkpoint_dir=tmp_path / "ckpt")
     _bandit_stream(sync, 3 * 128 + 1)
     _bandit_stream(bg, 3 * 128 + 1, wait=True)
@@ -41,8 +44,61 @@ def test_background_updates_match_synchronous_ones(tmp_path):
     assert (tmp_path / "ckpt" / "state.json").exists()
 
 
+def test_updates_in_a_child_process_match_synchronous_ones(tmp_path):
+    sync = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False)
+    child = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False, updates="process",
+                          checkpoint_dir=tmp_path / "ckpt")
+    try:
+        _bandit_stream(sync, 3 * 128 + 1)
+        _bandit_stream(child, 3 * 128 + 1, wait=True)
+        pid = child._process.pid
+        assert pid != os.getpid() and child._process.alive()
+        assert sync.ppo.num_updates == child.num_updates == 3 and child.policy_version == 3
+        heads = (sync.ppo.policy, child.actor.policy, child.ppo.policy)
+        for a, b, c in zip(*(h.parameters() for h in heads)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, c, rtol=0, atol=0)  # the parent's mirror, optimizer states included
+        for a, b in zip(sync.ppo.policy_optimizer.state_dict()["state"].values(),
+                        child.ppo.policy_optimizer.state_dict()["state"].values()):
+            torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=0)
+        assert (tmp_path / "ckpt" / "state.json").exists()  # written by the child
+        assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["num_updates"] == 3
+    finally:
+        child.close()
+    assert not child._process if child._process is None else not child._process.alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_dead_update_process_loses_at_most_its_update_and_the_next_one_starts_anew():
+    import signal
+
+    failures = []
+    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, updates="process",
+                            on_failure=lambda problem, stopped: failures.append(problem))
+    try:
+        _bandit_stream(learner, 128 + 1, wait=True)
+        first = learner._process._proc
+        first.kill()  # idle: nothing is lost, the next update starts a new child
+        first.wait()
+        _bandit_stream(learner, 128, seed=1, wait=True)
+        assert learner.num_updates == 2 and not failures and learner._process.pid != first.pid
+        second = learner._process._proc
+        second.send_signal(signal.SIGSTOP)  # frozen before it can take the next rollout
+        _bandit_stream(learner, 128, seed=2)
+        assert learner.updating
+        second.kill()
+        learner.wait(30)
+        assert not learner.updating and learner.failed_updates == 1 and "exited (code -9)" in failures[0]
+        assert learner.num_updates == 2 and not learner.learning_stopped
+        _bandit_stream(learner, 128 + 1, seed=3, wait=True)  # learning goes on from the parent's mirror
+        assert learner.num_updates == 3 and learner.consecutive_failures == 0 and learner.policy_version == 3
+    finally:
+        learner.close()
+
+
 def test_actor_keeps_old_weights_until_the_update_finishes():
-    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, background=True)
+    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, updates="thread")
     before = [p.clone() for p in bg.actor.policy.parameters()]
     _bandit_stream(bg, 128)
     x = bg.normalize(np.zeros((1, 4), dtype=np.float32))
@@ -58,7 +114,7 @@ def test_actor_keeps_old_weights_until_the_update_finishes():
 
 
 def test_rollout_filled_during_an_update_is_dropped_not_waited_for():
-    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, background=True)
+    bg = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, updates="thread")
     release = __import__("threading").Event()
     original = bg.ppo.update
 
@@ -83,8 +139,6 @@ def test_learner_learns_the_bandit():
 
 
 def test_record_refuses_a_full_rollout_instead_of_dropping_it():
-    import pytest
-
     learner = OnlineLearner(4, SPACE, PPOConfig(num_envs=1, num_steps=8, minibatch_size=8), seed=0)
     x = np.zeros((1, 4), dtype=np.float32)
     for _ in range(8):

@@ -84,7 +84,7 @@ def spin_node(node_class, args=None, done=None) -> int:
     node = None
     try:
         node = node_class()
-        executor = SingleThreadedExecutor()
+        executor = make_executor("events", None, 1, None)  # no wait set rebuilt per callback (see make_executor)
         executor.add_node(node)
         # spin_once with a timeout, not spin(): the wait returns to Python often enough for the signal handlers.
         while rclpy.ok() and (done is None or not done(node)):

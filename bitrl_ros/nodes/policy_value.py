@@ -6,8 +6,9 @@ Timing: in lockstep every joined state is acted on as it arrives (the bridge wai
 in realtime too, a fresh state is acted on as soon as it is joined (the pipeline's latency is the only delay
 between observation and action), while a wall-clock timer at control_rate_hz keeps the command stream alive:
 when no fresh state arrived for 1.5 control periods it repeats (holds) the last action, and after
-watchdog_periods it publishes the safe action until data returns. PPO updates run in
-the learner's worker thread, so acting never waits for learning.
+watchdog_periods it publishes the safe action until data returns. PPO updates run in a niced child process
+(`update_worker: process`, rl/update_worker.py) or a worker thread (`thread`), so acting never waits for learning;
+in a child the update does not even share this node's interpreter lock.
 
 A managed (lifecycle) node (nodes/managed.py): configure resumes the checkpoint when there is one (the heads are
 built from the layout it records; otherwise from the first encoded state), activate starts acting, deactivate
@@ -167,6 +168,7 @@ class PolicyValueNode(ManagedNode):
             self.learner.wait(5.0)  # a running update finishes (and checkpoints) before its learner goes
             if self.learn and not self.learner.updating:
                 self.learner.save(self.params["checkpoint_dir"], timeout=5.0)
+            self.learner.close(5.0)
         with self._lock:
             self.learner = self.layout = self.feature_dim = None
             self.restored = {}
@@ -183,7 +185,7 @@ class PolicyValueNode(ManagedNode):
 
     @property
     def updates(self) -> int:
-        return self.learner.ppo.num_updates if self.learner is not None else self.restored.get("updates", 0)
+        return self.learner.num_updates if self.learner is not None else self.restored.get("updates", 0)
 
     @property
     def rollouts_dropped(self) -> int:
@@ -217,6 +219,8 @@ class PolicyValueNode(ManagedNode):
                 return
         if self.learn:
             self._flush()
+        if self.learner is not None:
+            self.learner.close(timeout)
 
     def _flush(self) -> None:
         """A learning run's outputs, next to its checkpoint: the checkpoint itself (the weights of the last
@@ -390,7 +394,7 @@ class PolicyValueNode(ManagedNode):
         self.learner = OnlineLearner(
             self.feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
-            checkpoint_dir=p["checkpoint_dir"] if self.learn else None, background=True,
+            checkpoint_dir=p["checkpoint_dir"] if self.learn else None, updates=p["update_worker"],
             extra_state=self._extra_state, on_update=self._on_update, layout=self.layout,
             on_failure=self._on_failed_update, on_checkpoint=self._on_checkpoint)
 
@@ -412,7 +416,7 @@ class PolicyValueNode(ManagedNode):
             self.episode_returns[:0] = [float(r) for r in extra.get("episode_returns", [])]
             self._returns_reported = len(self.episode_returns)
             self._last_stats_step = self.global_step
-        self.restored = {"updates": self.learner.ppo.num_updates, "global_step": int(extra.get("global_step", 0)),
+        self.restored = {"updates": self.learner.num_updates, "global_step": int(extra.get("global_step", 0)),
                          "episodes": int(extra.get("episodes", 0))}
         self.get_logger().info(f"resumed from {ckpt}: {self.restored['updates']} updates, global step "
                                f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
@@ -636,6 +640,11 @@ class PolicyValueNode(ManagedNode):
 
 
 def main(args=None) -> int:
+    import torch
+
+    # As in `bitrl run`: the heads act on a batch of one, and torch's second OpenMP thread would spin-wait on the
+    # core the rest of the pipeline needs (measured: this process at 94% CPU and lockstep at 111 steps/s).
+    torch.set_num_threads(1)
     return spin_node(PolicyValueNode, args)
 
 

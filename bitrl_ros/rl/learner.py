@@ -8,12 +8,15 @@ Protocol, per stream and step (all arrays are [num_envs, ...]):
     ... environment step ...
     learner.record(rewards, terminated, truncated, final_features=learner.normalize(final_raw, update=False))
 
-In background mode the update runs in a worker thread on the learner's own PPO (heads + optimizers) while the
-actor keeps acting with its copy of the heads; when the update finishes the new weights are published as one
-reference and the actor loads them at its next act(): an update never delays an action. A rollout that fills up
-while the previous update is still running is dropped by update_if_ready() and counted (rollouts_dropped), never
-waited for; record() refuses to add to a full rollout instead of dropping it. After every update the checkpoint
-is replaced atomically.
+`updates` says where an update runs: "inline" (in update_if_ready, `bitrl train`), "thread" (a worker thread
+of this process) or "process" (a child process, rl/update_worker.py: the acting interpreter never runs an update,
+so its lock never delays an action; the policy_value node's default). In the last two the actor keeps acting with
+its own copy of the heads while the learner's PPO (heads + optimizers) is updated; when the update finishes the
+new weights are published as one reference and the actor loads them at its next act(): an update never delays an
+action. The full rollout is handed over by swapping buffers, not copied. A rollout that fills up while the
+previous update is still running is dropped by update_if_ready() and counted (rollouts_dropped), never waited
+for; record() refuses to add to a full rollout instead of dropping it. After every update the checkpoint is
+replaced atomically.
 
 An update that produces a non-finite statistic or weight, or an exploding one (update_problem), is undone: the
 weights and optimizer states of before it are put back, no checkpoint is written and on_failure is told; after
@@ -41,6 +44,7 @@ from bitrl_ros.rl.ppo import PPO, PPOConfig
 MAX_APPROX_KL = 1.0
 MAX_CONSECUTIVE_FAILURES = 3  # then learning stops; acting goes on with the last good weights
 CHECKED_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
+UPDATE_MODES = ("inline", "thread", "process")
 
 
 def update_problem(stats: dict, ppo: PPO) -> str | None:
@@ -55,10 +59,33 @@ def update_problem(stats: dict, ppo: PPO) -> str | None:
     return None
 
 
+def run_update(ppo: PPO, rollout, last_values, last_dones, checkpoint_dir, extra: dict):
+    """One update of ppo, undone when unhealthy, then its checkpoint: the step every update mode runs (in this
+    process or in rl/update_worker's child). Returns an UpdateResult (stats None: undone, problem says why).
+    """
+    from bitrl_ros.rl.update_worker import UpdateResult
+
+    t0 = time.perf_counter()
+    before = ppo.snapshot()
+    stats = ppo.update(rollout, last_values, last_dones)
+    problem = update_problem(stats, ppo)
+    if problem is not None:
+        ppo.restore(before)
+        return UpdateResult(problem=problem)
+    stats["update_ms"] = 1000 * (time.perf_counter() - t0)
+    error = None
+    if checkpoint_dir is not None:
+        try:
+            save_checkpoint(checkpoint_dir, ppo, dict(extra, policy_version=ppo.num_updates))
+        except OSError as exc:  # a disk that refuses (full, read-only, gone): learning goes on in memory
+            error = f"cannot write the checkpoint {checkpoint_dir}: {exc.strerror or exc}"
+    return UpdateResult(stats=stats, checkpoint_error=error)
+
+
 class OnlineLearner:
     def __init__(self, feature_dim: int, action_space, config: PPOConfig, seed: int = 0,
                  normalize_features: bool = True, normalize_reward: bool = True,
-                 checkpoint_dir: str | Path | None = None, background: bool = False,
+                 checkpoint_dir: str | Path | None = None, updates: str = "inline",
                  extra_state: Callable[[], dict] | None = None,
                  on_update: Callable[[dict], None] | None = None, layout=None,
                  on_failure: Callable[[str, bool], None] | None = None,
@@ -70,6 +97,8 @@ class OnlineLearner:
         on_checkpoint(error): called when writing checkpoints starts failing (error: why, once per outage) and
         when it works again (None); learning goes on in memory meanwhile.
         """
+        if updates not in UPDATE_MODES:
+            raise ValueError(f"updates={updates!r} (allowed: {' | '.join(UPDATE_MODES)})")
         if layout is not None and layout.feature_dim != feature_dim:
             raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
         self.config = config
@@ -77,9 +106,11 @@ class OnlineLearner:
         self.ppo = PPO(feature_dim, action_space, config, seed=seed,
                        readout=None if layout is None else layout.head_readout())
         self.input_scale = None if layout is None else layout.input_scale()
-        self.background = background
-        # In background mode the actor owns separate heads; synchronously it is the learner's PPO itself.
-        self.actor = copy.deepcopy(self.ppo) if background else self.ppo
+        self.updates = updates
+        self.background = updates != "inline"
+        # In the background modes the actor owns separate heads; inline it is the learner's PPO itself. In
+        # "process" mode self.ppo mirrors the child's (loaded from each update's result).
+        self.actor = copy.deepcopy(self.ppo) if self.background else self.ppo
         self.feature_norm = ObservationNormalizer((feature_dim,)) if normalize_features else None
         self.reward_norm = RewardNormalizer(config.num_envs, config.gamma) if normalize_reward else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -94,6 +125,7 @@ class OnlineLearner:
         self.learning_stopped = False    # after MAX_CONSECUTIVE_FAILURES: act on the last good weights only
         self.last_problem: str | None = None
         self.buffer = self.ppo.make_buffer()
+        self._spare_buffer = None  # the background modes: the other rollout buffer, once its update is done
         self.policy_version = 0
         self.rollouts_dropped = 0
         self.last_stats: dict = {}
@@ -102,6 +134,8 @@ class OnlineLearner:
         self._new_weights = None
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._process = None               # "process" mode: the UpdateProcess, started at the first update
+        self._in_flight = threading.Event()  # "process" mode: an update was submitted and has not come back
 
     # -- acting ------------------------------------------------------------------------------------------------
     def normalize(self, features: np.ndarray, update: bool = True) -> np.ndarray:
@@ -154,7 +188,13 @@ class OnlineLearner:
     # -- learning ----------------------------------------------------------------------------------------------
     @property
     def updating(self) -> bool:
+        if self.updates == "process":
+            return self._in_flight.is_set()
         return self._worker is not None and self._worker.is_alive()
+
+    @property
+    def num_updates(self) -> int:
+        return self.ppo.num_updates
 
     def update_if_ready(self, next_features: np.ndarray) -> bool:
         """Start an update when the rollout is full. next_features: normalized features after the last step."""
@@ -171,32 +211,77 @@ class OnlineLearner:
         last_dones = self._last_dones.copy()
         extra = self._extra()
         if not self.background:
-            self._run_update(self.buffer, last_values, last_dones, extra)
+            self._finish(run_update(self.ppo, self.buffer, last_values, last_dones, self.checkpoint_dir, extra))
             self.buffer.reset()
             return True
-        rollout = copy.deepcopy(self.buffer)
+        rollout = self.buffer
+        self.buffer = self._spare_buffer or self.ppo.make_buffer()
+        self._spare_buffer = None
         self.buffer.reset()
-        self._worker = threading.Thread(target=self._run_update, args=(rollout, last_values, last_dones, extra),
+        if self.updates == "process":
+            self._in_flight.set()
+            self._update_process().submit(rollout, last_values, last_dones, self.checkpoint_dir, extra,
+                                          done=lambda: self._give_back(rollout))
+            return True
+        self._worker = threading.Thread(target=self._run_in_thread, args=(rollout, last_values, last_dones, extra),
                                         name="ppo-update", daemon=True)
         self._worker.start()
         return True
+
+    def _give_back(self, rollout) -> None:
+        self._spare_buffer = rollout
+
+    def _update_process(self):
+        if self._process is None:
+            from bitrl_ros.rl.update_worker import UpdateProcess
+
+            import torch
+
+            self._process = UpdateProcess(self.ppo, self._on_process_result, torch_threads=torch.get_num_threads())
+        return self._process
+
+    def _run_in_thread(self, rollout, last_values, last_dones, extra) -> None:
+        self._finish(run_update(self.ppo, rollout, last_values, last_dones, self.checkpoint_dir, extra))
+        self._give_back(rollout)
+
+    def _on_process_result(self, result) -> None:
+        """The reader thread of the update process: load the child's training state, then report as any mode."""
+        if result.worker_died:
+            self._process = None  # the next update starts a new child from this process's mirror
+            if not self._in_flight.is_set():
+                return  # it died idle: no update was lost
+        try:
+            if result.snapshot is not None:
+                self.ppo.restore(result.snapshot)
+            self._finish(result)
+        finally:
+            self._in_flight.clear()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the update process ("process" mode), after the update in flight, if any."""
+        self.wait(timeout)
+        if self._process is not None:
+            self._process.close(timeout)
+            self._process = None
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a background update (if any) has finished; for shutdown and tests, never in a loop."""
         if self._worker is not None:
             self._worker.join(timeout)
+        if self.updates == "process":
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._in_flight.is_set() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.005)
         self._swap_in_new_weights()
 
-    def _run_update(self, rollout, last_values, last_dones, extra) -> None:
-        t0 = time.perf_counter()
-        before = self.ppo.snapshot()
-        stats = self.ppo.update(rollout, last_values, last_dones)
-        problem = update_problem(stats, self.ppo)
-        if problem is not None:
-            self._undo(before, problem)
+    def _finish(self, result) -> None:
+        """Account for one update's result (run_update's, wherever it ran): new weights for the actor, the
+        checkpoint's outcome, the callbacks; or an undone update.
+        """
+        if result.stats is None:
+            self._failed(result.problem)
             return
         self.consecutive_failures = 0
-        stats["update_ms"] = 1000 * (time.perf_counter() - t0)
         version = self.ppo.num_updates
         if self.background:
             weights = (copy.deepcopy(self.ppo.policy.state_dict()), copy.deepcopy(self.ppo.value_head.state_dict()),
@@ -206,20 +291,16 @@ class OnlineLearner:
         else:
             self.policy_version = version
         if self.checkpoint_dir is not None:
-            extra["policy_version"] = version
-            self._checkpoint(extra)
-        self.last_stats = stats
+            self._checkpoint_outcome(result.checkpoint_error)
+        self.last_stats = result.stats
         if self.on_update is not None:
-            self.on_update(stats)
+            self.on_update(result.stats)
 
-    def _checkpoint(self, extra: dict) -> None:
-        """Write the checkpoint; a disk that refuses (full, read-only, gone) is reported once and retried at every
-        update, and never leaves a half-written checkpoint (save_checkpoint renames complete ones into place).
+    def _checkpoint_outcome(self, error: str | None) -> None:
+        """A checkpoint that could not be written is reported once and retried at every update (save_checkpoint
+        never leaves a half-written one: it renames complete ones into place); its return is reported too.
         """
-        try:
-            save_checkpoint(self.checkpoint_dir, self.ppo, extra)
-        except OSError as exc:
-            error = f"cannot write the checkpoint {self.checkpoint_dir}: {exc.strerror or exc}"
+        if error is not None:
             self.checkpoint_failures += 1
             first = self.checkpoint_error is None
             self.checkpoint_error = error
@@ -231,9 +312,10 @@ class OnlineLearner:
             if self.on_checkpoint is not None:
                 self.on_checkpoint(None)
 
-    def _undo(self, before: dict, problem: str) -> None:
-        """Put back the weights and optimizer states of before the update; no checkpoint, no new weights."""
-        self.ppo.restore(before)
+    def _failed(self, problem: str) -> None:
+        """An update was undone (run_update put back the weights and optimizer states): no checkpoint, no new
+        weights; learning stops after MAX_CONSECUTIVE_FAILURES in a row.
+        """
         self.failed_updates += 1
         self.consecutive_failures += 1
         self.last_problem = problem
@@ -285,6 +367,7 @@ class OnlineLearner:
                 raise CheckpointError(f"{where}: the checkpoint records no feature layout (written before layouts "
                                       "were recorded); it cannot be matched to these features: start fresh")
             self.layout.check_same(FeatureLayout.from_dict(saved, where), where)
+        self.wait()
         extra = load_checkpoint(checkpoint_dir, self.ppo, restore_global_rngs)
         if self.feature_norm is not None and extra.get("feature_norm"):
             self.feature_norm.load_state_dict(extra["feature_norm"])
@@ -293,4 +376,6 @@ class OnlineLearner:
         self.policy_version = int(extra.get("policy_version", self.ppo.num_updates))
         if self.background:
             self.actor = copy.deepcopy(self.ppo)
+        if self._process is not None:
+            self._process.restore(self.ppo.snapshot())
         return extra
