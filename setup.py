@@ -103,6 +103,7 @@ setup(
             "sim_bridge = bitrl_ros.nodes.sim_bridge:main",
             "bag_recorder = bitrl_ros.nodes.bag_recorder:main",
             "bag_replay = bitrl_ros.nodes.bag_replay:main",
+            "agent = bitrl_ros.nodes.agent:main",
         ],
     },
 )

@@ -7,12 +7,14 @@ domain, the way a robot's driver would consume the actions. The listener records
   - observation->action latency: the action's arrival (wall clock) minus the stamp its observation was published
     with (the bridge stamps realtime observations with wall time),
   - training_stats messages (PPO updates completed).
-The first --warmup-s seconds are left out (start-up, first encoder calls). Scenarios:
+The first --warmup-s seconds are left out (start-up, first encoder calls). `bitrl run` scenarios also record the
+run's own summary, measured in the bridge over its last 4,096 actions (no hop to the listener). Scenarios:
   run-process   `bitrl run --mode realtime`, PPO updates in a niced child process (the default now)
   run-thread    the same with policy_value.update_worker=thread (updates in a thread of the acting process: before)
   run-nolearn   policy_value.learn=false: the pipeline's own floor, nothing to disturb it
   launch-process `ros2 launch bitrl_ros sim.launch.py mode:=realtime` (one process per node; needs the colcon
                 workspace of `make launch-setup`), updates in the child process
+  launch-composed the same with composed:=true (sim_bridge + one `agent` process with the four agent nodes)
 Targets (issue 14): period deviation p99 <= 2 ms and latency p99 <= 10 ms with updates running.
 
     .venv/bin/python bench/control_loop.py [--minutes 10] [--scenarios run-process run-thread ...]
@@ -45,7 +47,7 @@ VENV_BIN = Path(sys.executable).parent
 WS = ROOT / "build" / "colcon_ws"
 OUT = HERE / "results" / "control_loop.json"
 PERIOD_S = 1 / 40
-SCENARIOS = ("run-process", "run-thread", "run-nolearn", "launch-process")
+SCENARIOS = ("run-process", "run-thread", "run-nolearn", "launch-process", "launch-composed")
 TARGET_PERIOD_P99_MS, TARGET_LATENCY_P99_MS = 2.0, 10.0
 
 
@@ -102,12 +104,13 @@ def command(scenario: str, tmp: Path, seconds: float, namespace: str) -> list[st
     config = _config(tmp, overrides)
     if scenario.startswith("run-"):
         return [str(VENV_BIN / "bitrl"), "run", "--config", str(config), "--mode", "realtime", "--duration",
-                str(seconds + 20), "--no-progress", "--namespace", namespace]
+                str(seconds + 20), "--no-progress", "--namespace", namespace, "--json", str(tmp / "summary.json")]
     if not (WS / "install" / "setup.bash").exists():
         raise SystemExit(f"no colcon workspace at {WS}: run `make launch-setup` first")
     steps = int((seconds + 20) * 40)
+    composed = " composed:=true" if scenario == "launch-composed" else ""
     return ["bash", "-c", f"source {WS}/install/setup.bash && exec ros2 launch bitrl_ros sim.launch.py "
-            f"config:={config} mode:=realtime max_steps:={steps}"]
+            f"config:={config} mode:=realtime max_steps:={steps}{composed}"]
 
 
 def percentiles(values, qs=(50, 99)) -> list[float | None]:
@@ -126,7 +129,7 @@ def measure(scenario: str, minutes: float, warmup_s: float, domain: int) -> dict
         cmd = command(scenario, tmp, seconds, namespace)
         graph = InProcessGraph(lambda ctx: Listener(namespace, context=ctx), executor="events", domain_id=domain)
         listener = graph.node
-        log_path = tmp / "graph.log"
+        log_path, summary_path = tmp / "graph.log", tmp / "summary.json"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -155,6 +158,8 @@ def measure(scenario: str, minutes: float, warmup_s: float, domain: int) -> dict
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
+        # bitrl run's own figures, measured in the bridge (its last 4,096 actions, no DDS hop to this listener).
+        bridge = json.loads(summary_path.read_text()) if scenario.startswith("run-") and summary_path.exists() else {}
     # Only what arrived after the warm-up and before the end of the measured window.
     keep = (arrivals >= t0 + warmup_s) & (arrivals <= t0 + seconds)
     window = arrivals[keep]
@@ -169,7 +174,10 @@ def measure(scenario: str, minutes: float, warmup_s: float, domain: int) -> dict
             "period_dev_ms_p50": dev50, "period_dev_ms_p99": dev99, "period_dev_ms_max": float(deviation.max()),
             "periods_over_2ms": float(np.mean(deviation > 2.0)),
             "latency_ms_p50": lat50, "latency_ms_p99": lat99, "latency_ms_max": float(latency_window.max()),
-            "updates_in_window": int(in_window.size), "load_avg_end": os.getloadavg()}
+            "updates_in_window": int(in_window.size), "load_avg_end": os.getloadavg(),
+            "bridge_last_4096": {k: bridge.get(k) for k in ("period_dev_ms_p50", "period_dev_ms_p99",
+                                                            "period_dev_ms_max", "latency_ms_p50", "latency_ms_p99",
+                                                            "updates")} if bridge else None}
 
 
 def table(results: dict) -> str:

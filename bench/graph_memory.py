@@ -10,8 +10,12 @@ alive) and including the shutdown, where policy_value writes its checkpoint and 
 Baselines measured in the same run: the encoder node with `engine: torch` (the torch module built from the file,
 torch imported: how every encoder loaded before the torch-free path), and bare processes that import rclpy alone
 and rclpy + torch.
-Targets (issue 14): ternary_encoder <= 120 MB, state_serializer <= 80 MB, whole graph <= 550 MB, `bitrl run`
-<= 400 MB. Writes bench/results/graph_memory.json.
+The same graph composed (`composed:=true`: sim_bridge and one `agent` process with the four agent nodes) is
+measured too. policy_value's PPO update process (rl/update_worker.py, torch) is one of the graph's processes and
+is counted in every sum; `bitrl run` is measured with it and with `update_worker: thread`. Sums are given in RSS
+and in PSS (smaps_rollup: a page shared by several processes, e.g. torch's libraries in policy_value and its update
+process, counted once). Targets (issue 14): ternary_encoder <= 120 MB, state_serializer <= 80 MB, whole graph
+<= 550 MB, `bitrl run` <= 400 MB. Writes bench/results/graph_memory.json.
 """
 from __future__ import annotations
 
@@ -47,6 +51,16 @@ def _status_kb(pid: int, key: str) -> int | None:
     return None
 
 
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
 def _session_processes(sid: int) -> dict[int, str]:
     """Every live process of the session sid: pid -> node name (or the command's first words)."""
     out = {}
@@ -60,7 +74,7 @@ def _session_processes(sid: int) -> dict[int, str]:
         except (ProcessLookupError, FileNotFoundError, PermissionError):
             continue
         words = [a.decode(errors="replace") for a in argv if a]
-        node = next((n for n in NODES if any(w.endswith(f"/{n}") or w == n for w in words)), None)
+        node = next((n for n in NODES + ("agent",) if any(w.endswith(f"/{n}") or w == n for w in words)), None)
         out[int(entry.name)] = node or " ".join(Path(w).name for w in words[:3])
     return out
 
@@ -73,17 +87,20 @@ class Sampler:
     def __init__(self, sid: int, nodes: tuple[str, ...] = ()):
         self.sid, self.nodes = sid, nodes
         self.hwm_kb, self.sum_peak_kb, self.running_hwm_kb, self.running_sum_peak_kb = {}, 0, {}, 0
+        self.pss_sum_peak_kb = 0  # proportional set size: pages shared between processes counted once in the sum
 
     def sample(self) -> None:
-        total, seen = 0, set()
+        total, pss_total, seen = 0, 0, set()
         for pid, name in _session_processes(self.sid).items():
             rss, hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
             if rss is None:
                 continue
             total += rss
+            pss_total += _pss_kb(pid)
             seen.add(name)
             self.hwm_kb[name] = max(self.hwm_kb.get(name, 0), hwm or 0)
         self.sum_peak_kb = max(self.sum_peak_kb, total)
+        self.pss_sum_peak_kb = max(self.pss_sum_peak_kb, pss_total)
         if self.nodes and seen >= set(self.nodes):
             self.running_hwm_kb, self.running_sum_peak_kb = dict(self.hwm_kb), self.sum_peak_kb
 
@@ -113,44 +130,52 @@ def _config(tmp: Path, encoder_engine: str) -> Path:
     return path
 
 
-def measure_launch(steps: int, backbone: str, encoder_engine: str, domain: int) -> dict:
+def measure_launch(steps: int, backbone: str, encoder_engine: str, domain: int, composed: bool = False) -> dict:
+    nodes = ("sim_bridge", "agent") if composed else NODES
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cmd = (f"source {WS}/install/setup.bash && exec ros2 launch bitrl_ros sim.launch.py "
-               f"config:={_config(tmp, encoder_engine)} backbone:={backbone} max_steps:={steps}")
+               f"config:={_config(tmp, encoder_engine)} backbone:={backbone} max_steps:={steps}"
+               + (" composed:=true" if composed else ""))
         log = tmp / "launch.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(["bash", "-c", cmd], cwd=tmp, env=_env(tmp, domain), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-            sampler = Sampler(proc.pid, NODES)
+            sampler = Sampler(proc.pid, nodes)
             t0 = time.perf_counter()
             rc = sampler.watch(proc, timeout=900)
         if rc != 0:
             raise RuntimeError(f"ros2 launch exited {rc}:\n{log.read_text()[-3000:]}")
 
     def mb(kb: dict) -> dict:
-        return {n: round(kb.get(n, 0) / 1024, 1) for n in NODES}
+        return {n: round(kb.get(n, 0) / 1024, 1) for n in nodes}
 
-    others = {k: round(v / 1024, 1) for k, v in sampler.hwm_kb.items() if k not in NODES and k}
-    return {"encoder_engine": encoder_engine, "wall_s": round(time.perf_counter() - t0, 1),
+    others = {k: round(v / 1024, 1) for k, v in sampler.hwm_kb.items() if k not in nodes and k}
+    return {"encoder_engine": encoder_engine, "composed": composed, "wall_s": round(time.perf_counter() - t0, 1),
             "node_peak_mb": mb(sampler.hwm_kb), "node_peak_running_mb": mb(sampler.running_hwm_kb),
             "other_processes_peak_mb": others, "graph_peak_mb": round(sampler.sum_peak_kb / 1024, 1),
             "graph_peak_running_mb": round(sampler.running_sum_peak_kb / 1024, 1),
+            "graph_pss_peak_mb": round(sampler.pss_sum_peak_kb / 1024, 1),
             "nodes_running_sum_mb": round(sum(mb(sampler.running_hwm_kb).values()), 1)}
 
 
-def measure_run(steps: int, backbone: str, domain: int) -> dict:
+def measure_run(steps: int, backbone: str, domain: int, update_worker: str = "process") -> dict:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cmd = [str(VENV_BIN / "bitrl"), "run", "--config", str(_config(tmp, "auto")), "--steps", str(steps),
-               "--set", f"backbone={backbone}", "--no-progress"]
+               "--set", f"backbone={backbone}", "--set", f"policy_value.update_worker={update_worker}",
+               "--no-progress"]
         proc = subprocess.Popen(cmd, cwd=tmp, env=_env(tmp, domain), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
         sampler = Sampler(proc.pid)
         rc = sampler.watch(proc, timeout=900)
         if rc != 0:
             raise RuntimeError(f"bitrl run exited {rc}: {proc.stderr.read().decode()[-3000:]}")
-    return {"peak_mb": round(max(sampler.hwm_kb.values()) / 1024, 1)}
+    # The bitrl process, and the session's sum (with policy_value's PPO update process beside it).
+    return {"peak_mb": round(max(v for k, v in sampler.hwm_kb.items() if "update_worker" not in k) / 1024, 1),
+            "processes_peak_mb": {k: round(v / 1024, 1) for k, v in sampler.hwm_kb.items()},
+            "session_sum_peak_mb": round(sampler.sum_peak_kb / 1024, 1),
+            "session_pss_peak_mb": round(sampler.pss_sum_peak_kb / 1024, 1)}
 
 
 def bare_process_mb(imports: str) -> float:
@@ -179,8 +204,17 @@ def main():
         print(f"ros2 launch, encoder engine {engine}: running {r['node_peak_running_mb']} (graph "
               f"{r['graph_peak_running_mb']} MB with the launch process); with the shutdown flush "
               f"{r['node_peak_mb']} (graph {r['graph_peak_mb']} MB) ({r['wall_s']} s)", flush=True)
+    r = measure_launch(args.steps, args.backbone, "auto", domain, composed=True)
+    result["launch_composed"] = r
+    print(f"ros2 launch composed:=true: running {r['node_peak_running_mb']} (graph {r['graph_peak_running_mb']} MB "
+          f"with the launch process; others {r['other_processes_peak_mb']}); with the shutdown flush "
+          f"{r['node_peak_mb']} (graph {r['graph_peak_mb']} MB) ({r['wall_s']} s)", flush=True)
     result["bitrl_run"] = measure_run(args.steps, args.backbone, domain)
-    print(f"bitrl run: {result['bitrl_run']['peak_mb']} MB", flush=True)
+    result["bitrl_run_update_thread"] = measure_run(args.steps, args.backbone, domain, "thread")
+    for key in ("bitrl_run", "bitrl_run_update_thread"):
+        r = result[key]
+        print(f"{key}: {r['peak_mb']} MB (the session: RSS {r['session_sum_peak_mb']} MB, PSS "
+              f"{r['session_pss_peak_mb']} MB)", flush=True)
     (ROOT / "bench" / "results" / "graph_memory.json").write_text(json.dumps(result, indent=1))
 
 

@@ -4,8 +4,11 @@ DDS between them) against `bitrl run` (the same five nodes in one process), side
 Both run `config/agent.yaml` in lockstep (CartPole-v1, shipped defaults, learning on, rollouts of 2048) for
 --steps env steps. A listener node in this process counts the observations the bridge publishes; the rate is
 taken between the --skip-th observation and the last one, so start-up (DDS discovery, model load) is left out and
-PPO updates (which run beside acting, in the policy node's update process) are included. Runs alternate
-(run, launch, run, launch, ...) so that the machine's load moves both alike; the ratio is of the medians.
+PPO updates (which run beside acting, in the policy node's update process) are included. Three kinds, alternated
+(run, launch, launch-composed, run, ...) so that the machine's load moves them alike; ratios are of the medians:
+  run              `bitrl run`: the five nodes in one process
+  launch           `ros2 launch bitrl_ros sim.launch.py`: one process per node
+  launch-composed  the same with composed:=true: sim_bridge, and the four agent nodes in one `agent` process
 Target: launch >= 80% of `bitrl run`.
 
     .venv/bin/python bench/lockstep_processes.py [--steps 4096] [--repeats 2]
@@ -36,6 +39,7 @@ ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 WS = ROOT / "build" / "colcon_ws"
 TARGET = 0.8
+KINDS = ("run", "launch", "launch-composed")
 
 
 class ObservationCounter(Node):
@@ -67,8 +71,9 @@ def one(kind: str, steps: int, skip: int, domain: int) -> dict:
         if kind == "run":
             cmd = [str(VENV_BIN / "bitrl"), "run", "--config", str(config), "--steps", str(steps), "--no-progress"]
         else:
+            composed = " composed:=true" if kind == "launch-composed" else ""
             cmd = ["bash", "-c", f"source {WS}/install/setup.bash && exec ros2 launch bitrl_ros sim.launch.py "
-                   f"config:={config} max_steps:={steps}"]
+                   f"config:={config} max_steps:={steps}{composed}"]
         graph = InProcessGraph(lambda ctx: ObservationCounter("/observation", context=ctx), executor="events",
                                domain_id=domain)
         log = tmp / "log"
@@ -102,18 +107,22 @@ def main() -> int:
     load = os.getloadavg()
     runs = []
     for i in range(args.repeats):
-        for kind in ("run", "launch"):
+        for kind in KINDS:
             runs.append(one(kind, args.steps, args.skip, domain=70 + len(runs)))
             print(json.dumps(runs[-1]), flush=True)
-    med = {k: float(np.median([r["steps_per_s"] for r in runs if r["kind"] == k])) for k in ("run", "launch")}
+    med = {k: float(np.median([r["steps_per_s"] for r in runs if r["kind"] == k])) for k in KINDS}
     ratio = med["launch"] / med["run"]
+    ratio_composed = med["launch-composed"] / med["run"]
     result = {"cpu": cpu_model(), "load_avg_start": load, "load_avg_end": os.getloadavg(), "steps": args.steps,
               "skip": args.skip, "runs": runs, "median_steps_per_s": med, "ratio_launch_over_run": ratio,
-              "target": TARGET, "met": ratio >= TARGET}
+              "ratio_composed_over_run": ratio_composed, "target": TARGET, "met": ratio >= TARGET,
+              "met_composed": ratio_composed >= TARGET}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"CPU: {result['cpu']}\n\n| lockstep, {args.steps} steps | env steps/s (median of {args.repeats}) |\n"
           f"|---|---|\n| `bitrl run` (one process) | {med['run']:.0f} |\n| `ros2 launch sim.launch.py` (a process "
-          f"per node) | {med['launch']:.0f} |\n| ratio launch / run (target >= {TARGET}) | {ratio:.2f} |")
+          f"per node) | {med['launch']:.0f} ({ratio:.2f}x run) |\n| `ros2 launch sim.launch.py composed:=true` "
+          f"(bridge + agent process) | {med['launch-composed']:.0f} ({ratio_composed:.2f}x run) |\n\n"
+          f"Target: >= {TARGET}x `bitrl run`.")
     return 0
 
 

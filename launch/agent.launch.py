@@ -1,16 +1,20 @@
-"""The agent: state_serializer -> ternary_encoder -> policy_value, plus diagnostics_monitor; one process per node.
+"""The agent: state_serializer -> ternary_encoder -> policy_value, plus diagnostics_monitor; one process per node,
+or all four in one process with composed:=true (the `agent` executable: less memory, faster lockstep; see
+bench/README.md).
 
 The robot driver (or sim.launch.py's sim_bridge) supplies `observation` and consumes `action`.
 
     ros2 launch bitrl_ros agent.launch.py mode:=realtime
     ros2 launch bitrl_ros agent.launch.py config:=/path/to/agent.yaml env:=Hopper-v5 backbone:=minilm-fp32
+    ros2 launch bitrl_ros agent.launch.py composed:=true
 
 Launch arguments left empty keep the parameter file's values; `bitrl run` starts the same nodes from the same
 file in one process.
 
 ternary_encoder and policy_value are managed (lifecycle) nodes, started with autostart:=false: this file drives
 them through configure (the backbone loads, the checkpoint resumes) and, once each is inactive, activate. A
-failed configure leaves that node unconfigured, with the error in its log, and the agent does not act.
+failed configure leaves that node unconfigured, with the error in its log, and the agent does not act. Composed,
+the two configure and activate themselves in order inside the one process (autostart), as with `ros2 run`.
 """
 import os
 
@@ -39,8 +43,9 @@ def _truthy(text: str) -> bool:
 def _agent_nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context)
            for name in ("config", "mode", "env", "backbone", "use_sim_time", "learn", "record",
-                        "record_storage")}
-    nodes = []
+                        "record_storage", "composed")}
+    composed = _truthy(arg["composed"])
+    nodes, files = [], []
     for name in AGENT_NODES:
         overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}
         for key in ("mode", "env"):
@@ -50,6 +55,9 @@ def _agent_nodes(context):
             overrides["backbone"] = arg["backbone"]
         if arg["learn"] and name == "policy_value":
             overrides["learn"] = _truthy(arg["learn"])
+        if composed:
+            files.append(node_overrides_file(name, overrides))
+            continue
         if name in MANAGED_NODES:
             overrides["autostart"] = False
             nodes += _managed(LifecycleNode(package=PACKAGE, executable=name, name=name, namespace="", output="screen",
@@ -57,6 +65,8 @@ def _agent_nodes(context):
             continue
         nodes.append(Node(package=PACKAGE, executable=name, name=name, output="screen",
                           parameters=[arg["config"], node_overrides_file(name, overrides)]))
+    if composed:  # no name: a __node remap would rename all four
+        nodes.append(Node(package=PACKAGE, executable="agent", output="screen", parameters=[arg["config"], *files]))
     if arg["record"]:  # record:=<bag dir>: the bag_recorder node joins the graph
         rec = {"path": arg["record"], "use_sim_time": False}
         if arg["record_storage"]:
@@ -94,5 +104,7 @@ def generate_launch_description():
         DeclareLaunchArgument("record", default_value="",
                               description="bag directory to record the graph's topics to (empty: no recording)"),
         DeclareLaunchArgument("record_storage", default_value="", description="mcap | sqlite3 (empty: from config)"),
+        DeclareLaunchArgument("composed", default_value="false",
+                              description="true: the four agent nodes in one process (the `agent` executable)"),
         OpaqueFunction(function=_agent_nodes),
     ])

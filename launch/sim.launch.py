@@ -3,6 +3,7 @@
     ros2 launch bitrl_ros sim.launch.py                      # lockstep on sim time, CartPole-v1
     ros2 launch bitrl_ros sim.launch.py mode:=realtime env:=Hopper-v5
     ros2 launch bitrl_ros sim.launch.py max_steps:=20000           # ends by itself after 20k env steps
+    ros2 launch bitrl_ros sim.launch.py composed:=true             # the agent's four nodes in one process
 
 In lockstep the bridge publishes /clock and every agent node runs with use_sim_time:=true. The bridge is the
 world: when it ends (max_steps reached, or a failure) the whole launch shuts down, and every agent node flushes
@@ -26,7 +27,7 @@ PACKAGE = "bitrl_ros"
 def _sim(context):
     share = get_package_share_directory(PACKAGE)
     arg = {name: LaunchConfiguration(name).perform(context)
-           for name in ("config", "mode", "env", "backbone", "record", "record_storage", "max_steps")}
+           for name in ("config", "mode", "env", "backbone", "record", "record_storage", "max_steps", "composed")}
     mode = arg["mode"] or read_ros_params(arg["config"])["sim_bridge"].get("mode", "lockstep")
     bridge_overrides = {"mode": mode, "use_sim_time": False}  # the bridge is the clock
     if arg["env"]:
@@ -37,6 +38,7 @@ def _sim(context):
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "agent.launch.py")),
         launch_arguments={"config": arg["config"], "mode": mode, "env": arg["env"], "backbone": arg["backbone"],
                           "record": arg["record"], "record_storage": arg["record_storage"],
+                          "composed": arg["composed"],
                           "use_sim_time": "true" if mode == "lockstep" else "false"}.items())
     bridge = Node(package=PACKAGE, executable="sim_bridge", name="sim_bridge", output="screen",
                   parameters=[arg["config"], node_overrides_file("sim_bridge", bridge_overrides)],
@@ -58,5 +60,7 @@ def generate_launch_description():
         DeclareLaunchArgument("max_steps", default_value="",
                               description="env steps after which the bridge, and with it the launch, ends "
                                           "(empty: from config; 0: never)"),
+        DeclareLaunchArgument("composed", default_value="false",
+                              description="true: the four agent nodes in one process (agent.launch.py)"),
         OpaqueFunction(function=_sim),
     ])

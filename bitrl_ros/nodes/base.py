@@ -68,26 +68,35 @@ def spin_node(node_class, args=None, done=None) -> int:
     SIGINT and SIGTERM end it with exit code 0 after the same clean-up. A node with a `shutdown()` method (e.g.
     policy_value, waiting for a running update) gets it called first.
     """
+    return spin_nodes([node_class], args, None if done is None else (lambda nodes: done(nodes[0])))
+
+
+def spin_nodes(builders, args=None, done=None) -> int:
+    """spin_node for several nodes in one process (nodes/agent.py): built in order with the process's ROS
+    arguments (each takes its own section of the parameter files), spun by one executor, shut down in reverse
+    order; done(nodes) as spin_node's done.
+    """
     import sys
 
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
     from bitrl_ros.errors import BitrlError
-    from bitrl_ros.interrupt import interrupt_once_on_signals
+    from bitrl_ros.interrupt import stop_on_signals
     from bitrl_ros.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before rclpy starts the DDS threads
     # Our handlers, not rclpy's: rclpy's SIGTERM handler leaves a spinning executor waiting for good.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    interrupt_once_on_signals()
-    node = None
+    stop = stop_on_signals()
+    nodes = []
     try:
-        node = node_class()
-        executor = make_executor("events", None, 1, None)  # no wait set rebuilt per callback (see make_executor)
-        executor.add_node(node)
-        # spin_once with a timeout, not spin(): the wait returns to Python often enough for the signal handlers.
-        while rclpy.ok() and (done is None or not done(node)):
+        executor = make_executor("events", None, len(builders), None)  # no wait set rebuilt per callback
+        for build in builders:
+            nodes.append(build())
+            executor.add_node(nodes[-1])
+        # spin_once with a timeout, not spin(): the loop sees a signal's stop within 0.1 s.
+        while rclpy.ok() and not stop.is_set() and (done is None or not done(nodes)):
             executor.spin_once(timeout_sec=0.1)
     except BitrlError as exc:
         print(f"error: {exc}", file=sys.stderr)  # the messages already name the node and parameter
@@ -95,7 +104,7 @@ def spin_node(node_class, args=None, done=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
+        for node in reversed(nodes):
             if hasattr(node, "shutdown"):
                 node.shutdown()
             node.destroy_node()
@@ -110,7 +119,9 @@ def make_executor(kind: str, threads: int | None, num_nodes: int, context):
     rebuilding a wait set per callback. Measured on the 2-core dev machine under load
     (bench/results/ros_graph*.json), it held the 40 Hz loop (40.0 Hz, period deviation p50 0.3 ms) where the
     MultiThreadedExecutor fell to 15-38 Hz, and it stepped lockstep ~1.5x faster. One thread is enough because
-    every callback is short and PPO updates run in the learner's own worker thread, never in a callback.
+    every callback is short and PPO updates run in policy_value's update process (or thread), never in a callback.
+    A node's own process (spin_node) uses it too: with the SingleThreadedExecutor, lockstep under `ros2 launch`
+    ran at 76 steps/s against 111 (bench/lockstep_processes.py, before the other fixes of that commit).
     multi: MultiThreadedExecutor. Callbacks are Python and hold the GIL, so threads beyond the core count only
     add contention (5 threads measured worse than 2 here); two or more let an encoder forward, which releases
     the GIL inside torch, overlap the bridge's and the policy's timer callbacks. Each node's callbacks stay in

@@ -433,7 +433,7 @@ class PolicyValueNode(ManagedNode):
                     "episode_returns": self.episode_returns[-RETURNS_KEPT:]}
 
     def _on_update(self, stats: dict) -> None:
-        """Runs in the learner's worker thread after each update (and its checkpoint)."""
+        """Runs in the learner's updating thread (its worker, or the update process's reader) after each update."""
         now = time.monotonic()
         with self._lock:
             fresh = self.episode_returns[self._returns_reported:] or self.episode_returns[-RETURN_WINDOW:]
@@ -544,7 +544,7 @@ class PolicyValueNode(ManagedNode):
         self._pending_key = None
 
     def _on_failed_update(self, problem: str, stopped: bool) -> None:
-        """Runs in the learner's worker thread when an update was undone (update_problem)."""
+        """Runs in the learner's updating thread when an update was undone (update_problem) or lost with its process."""
         learner = self.learner
         message = f"PPO update undone: {problem}; acting on the previous weights"
         if stopped:
@@ -558,7 +558,7 @@ class PolicyValueNode(ManagedNode):
                 self.get_logger().warning(f"could not publish the learning status: {exc}")
 
     def _on_checkpoint(self, error: str | None) -> None:
-        """Runs in the learner's worker thread when checkpoint writing starts failing (error) or works again."""
+        """Runs in the learner's updating thread when checkpoint writing starts failing (error) or works again."""
         learner = self.learner
         if error is not None:
             self.get_logger().error(error + "; learning goes on in memory, retrying at every update")

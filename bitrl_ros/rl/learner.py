@@ -134,8 +134,11 @@ class OnlineLearner:
         self._new_weights = None
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._process = None               # "process" mode: the UpdateProcess, started at the first update
+        self._process = None               # "process" mode: the UpdateProcess
         self._in_flight = threading.Event()  # "process" mode: an update was submitted and has not come back
+        self._flight_lock = threading.Lock()  # a dead child's lost update is reported once, by whoever sees it
+        if updates == "process":
+            self._update_process()  # started now: its interpreter and torch take seconds to come up
 
     # -- acting ------------------------------------------------------------------------------------------------
     def normalize(self, features: np.ndarray, update: bool = True) -> np.ndarray:
@@ -219,9 +222,7 @@ class OnlineLearner:
         self._spare_buffer = None
         self.buffer.reset()
         if self.updates == "process":
-            self._in_flight.set()
-            self._update_process().submit(rollout, last_values, last_dones, self.checkpoint_dir, extra,
-                                          done=lambda: self._give_back(rollout))
+            self._submit(rollout, last_values, last_dones, extra)
             return True
         self._worker = threading.Thread(target=self._run_in_thread, args=(rollout, last_values, last_dones, extra),
                                         name="ppo-update", daemon=True)
@@ -232,13 +233,24 @@ class OnlineLearner:
         self._spare_buffer = rollout
 
     def _update_process(self):
-        if self._process is None:
-            from bitrl_ros.rl.update_worker import UpdateProcess
-
+        """The update process; a new one (from this process's mirror of the training state) if it died."""
+        if self._process is None or self._process.dead or not self._process.alive():
             import torch
+
+            from bitrl_ros.rl.update_worker import UpdateProcess
 
             self._process = UpdateProcess(self.ppo, self._on_process_result, torch_threads=torch.get_num_threads())
         return self._process
+
+    def _submit(self, rollout, last_values, last_dones, extra) -> None:
+        """Hand the rollout to the update process."""
+        process = self._update_process()
+        with self._flight_lock:
+            self._in_flight.set()
+            sent = process.submit(rollout, last_values, last_dones, self.checkpoint_dir, extra,
+                                  done=lambda: self._give_back(rollout))
+        if not sent:  # it died between the check above and now
+            self._lost_update("the PPO update process had exited")
 
     def _run_in_thread(self, rollout, last_values, last_dones, extra) -> None:
         self._finish(run_update(self.ppo, rollout, last_values, last_dones, self.checkpoint_dir, extra))
@@ -246,16 +258,24 @@ class OnlineLearner:
 
     def _on_process_result(self, result) -> None:
         """The reader thread of the update process: load the child's training state, then report as any mode."""
-        if result.worker_died:
-            self._process = None  # the next update starts a new child from this process's mirror
-            if not self._in_flight.is_set():
-                return  # it died idle: no update was lost
+        if result.worker_died:  # the next update starts a new child from this process's mirror
+            self._lost_update(result.problem)
+            return
         try:
             if result.snapshot is not None:
                 self.ppo.restore(result.snapshot)
             self._finish(result)
         finally:
             self._in_flight.clear()
+
+    def _lost_update(self, problem: str) -> None:
+        """The update process died: the update in flight, if any, is lost (reported once, like an undone one);
+        one that died idle lost nothing.
+        """
+        with self._flight_lock:
+            if self._in_flight.is_set():
+                self._failed(problem)
+                self._in_flight.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the update process ("process" mode), after the update in flight, if any."""

@@ -61,6 +61,7 @@ class UpdateProcess:
         self._on_result = on_result
         self._outbox: queue.Queue = queue.Queue()
         self._closed = False
+        self._dead = threading.Event()  # set by the reader when the child is gone, before it reports so
         self._outbox.put((("init", {"feature_dim": ppo.feature_dim, "action_space": ppo.action_space,
                                     "config": ppo.config, "seed": ppo.seed, "readout": ppo.readout},
                            ppo.snapshot(), torch_threads, niceness), None))
@@ -76,11 +77,21 @@ class UpdateProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def dead(self) -> bool:
+        """The child is gone and its result (worker_died) reported or about to be: start another."""
+        return self._dead.is_set()
+
     def submit(self, rollout, last_values, last_dones, checkpoint_dir, extra: dict,
-               done: Callable[[], None] | None = None) -> None:
-        """Queue one update; done() runs (in the sender thread) once the rollout is pickled, i.e. reusable."""
+               done: Callable[[], None] | None = None) -> bool:
+        """Queue one update; done() runs (in the sender thread) once the rollout is pickled, i.e. reusable.
+        False: the child is already gone (nothing queued).
+        """
+        if self._dead.is_set():
+            return False
         self._outbox.put((("update", rollout, last_values, last_dones,
                            None if checkpoint_dir is None else str(checkpoint_dir), extra), done))
+        return True
 
     def restore(self, snapshot: dict) -> None:
         self._outbox.put((("restore", snapshot), None))
@@ -116,6 +127,7 @@ class UpdateProcess:
             try:
                 result = pickle.loads(self._conn.recv_bytes())
             except (OSError, EOFError):
+                self._dead.set()
                 if not self._closed:
                     code = self._proc.wait()
                     self._on_result(UpdateResult(problem=f"the PPO update process exited (code {code})",
@@ -125,7 +137,10 @@ class UpdateProcess:
 
 
 def _serve(conn: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
+    # Ctrl-C (and a service manager's SIGTERM) reach the whole process group: the parent stops us after its update
+    # and checkpoint, and a parent that dies closes the socket, which ends us too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limit_malloc_arenas()
     import torch
 
