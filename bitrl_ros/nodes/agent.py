@@ -3,7 +3,7 @@ process, for `ros2 launch bitrl_ros agent.launch.py composed:=true` (and sim.lau
 
 Each node is the same class as in its own process and reads its own section of the parameter files given with
 `--ros-args --params-file ...`; they share one EventsExecutor, so a state goes serializer -> encoder -> policy
-without leaving the process's DDS participant set. What it saves against one process per node (bench/README.md):
+without leaving the process. What it saves against one process per node (bench/README.md):
 three Python interpreters with rclpy and a DDS participant each (about 65 MB apiece on the board) and the CPU that
 four process wake-ups per env step cost. The managed nodes start themselves here (autostart, as with `ros2 run`):
 ternary_encoder is built, configured and active before policy_value is built. PPO updates still run in
