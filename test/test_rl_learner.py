@@ -70,6 +70,21 @@ def test_updates_in_a_child_process_match_synchronous_ones(tmp_path):
         os.kill(pid, 0)
 
 
+def test_the_update_process_messages_round_trip_without_pickle():
+    from bitrl_ros.rl.update_worker import decode, encode
+
+    message = ("update", {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(4.0)}, "lr": [3e-4, float("nan")]},
+               np.array([True, False]), np.arange(6, dtype=np.int64).reshape(2, 3), None, np.float64(0.5))
+    out = decode(encode(message))
+    assert out[0] == "update" and isinstance(out, tuple) and set(out[1]) == {0, "lr"}
+    assert torch.equal(out[1][0]["exp_avg"], torch.arange(4.0)) and out[1][0]["step"].item() == 3.0
+    assert out[1]["lr"][0] == 3e-4 and np.isnan(out[1]["lr"][1])
+    assert out[2].dtype == bool and out[2].tolist() == [True, False] and out[3].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert out[4] is None and out[5] == 0.5
+    with pytest.raises(TypeError, match="cannot encode"):
+        encode({"x": object()})
+
+
 def test_a_dead_update_process_loses_at_most_its_update_and_the_next_one_starts_anew():
     import signal
 
