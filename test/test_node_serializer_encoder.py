@@ -45,17 +45,21 @@ def _obs(values, episode=0, step=0, **kw):
     return msg
 
 
-def _input_matched(node: Node, topic: str) -> bool:
-    """The node's own subscription on ``topic`` has matched a publisher: without it a reader on a loaded machine
-    can still drop the first message of a writer that has already matched it.
+def _endpoints_matched(node: Node, in_topic: str, out_topic: str) -> bool:
+    """The node's own subscription on ``in_topic`` has matched a publisher and its publisher on ``out_topic`` a
+    subscriber. Discovery is not symmetric: on a loaded machine one side can match before the other, and a
+    volatile writer that has not matched a reader yet drops what it writes.
     """
-    return any(s.get_publisher_count() >= 1 for s in node.subscriptions if s.topic_name.rsplit("/", 1)[-1] == topic)
+    def last(name):
+        return name.rsplit("/", 1)[-1]
+    return (any(s.get_publisher_count() >= 1 for s in node.subscriptions if last(s.topic_name) == in_topic)
+            and any(p.get_subscription_count() >= 1 for p in node.publishers if last(p.topic_name) == out_topic))
 
 
 def _pair(node_cls, ns, overrides, probe_args):
     under_test = InProcessGraph(lambda ctx: node_cls(context=ctx, namespace=ns, parameter_overrides=overrides))
     probe = InProcessGraph(lambda ctx: Probe(ns, *probe_args, context=ctx))
-    if not wait_for(lambda: probe.node.matched() and _input_matched(under_test.node, probe_args[1])):
+    if not wait_for(lambda: probe.node.matched() and _endpoints_matched(under_test.node, probe_args[1], probe_args[3])):
         probe.close()
         under_test.close()
         pytest.fail("publishers/subscribers did not match within the wait")
