@@ -97,7 +97,32 @@ def run_cell(env: str, agent: str, seed: int, steps: int, overrides: dict | None
             "steps_to_threshold": s["first_solved_step"], "steps_per_s": s["steps_per_s"],
             "cache_hit_rate": s["cache_hit_rate"], "mean_tokens": s["mean_tokens"],
             "success_rate": s.get("success_rate"), "eval_success_rate": s.get("eval_success_rate"),
-            "process_wall_s": time.perf_counter() - t0, "curve": _thin(curve)}
+            "process_wall_s": time.perf_counter() - t0, "curve": _thin(curve),
+            "dynamics": training_dynamics(run_dir / "metrics.csv", curve)}
+
+
+def training_dynamics(metrics_csv: Path, curve) -> dict:
+    """The paper's Table V columns from a run's per-update metrics and episode returns: entropy over the first
+    and last 5 updates, the value loss over the last 5, the variance over all updates of the heads' gradient
+    norm (both heads, before clipping), and the first step where the last-20-episode mean return reaches 90% of
+    the way from the first 20 episodes' mean to the final one (so that negative-return tasks read the same way).
+    """
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    col = {k: np.array([float(r[k]) for r in rows]) for k in ("entropy", "value_loss", "grad_norm")}
+    out = {"initial_entropy": float(col["entropy"][:5].mean()), "final_entropy": float(col["entropy"][-5:].mean()),
+           "final_value_loss": float(col["value_loss"][-5:].mean()), "grad_norm_var": float(col["grad_norm"].var()),
+           "steps_to_90pct": None}
+    if len(curve) >= 40:
+        steps, rets = np.array([c[0] for c in curve]), np.array([c[1] for c in curve])
+        smooth = np.convolve(rets, np.ones(20) / 20, mode="valid")
+        start, final = smooth[0], smooth[-1]
+        if final > start:
+            hit = np.nonzero(smooth >= start + 0.9 * (final - start))[0]
+            out["steps_to_90pct"] = int(steps[19:][hit[0]])
+    return out
 
 
 def _thin(curve, keep: int = 400):

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", default=None)
     train.add_argument("--backbone", default=None,
                        help="minilm-bitnet-distilled (default) | minilm-ternary-ptq | minilm-ternary-random | "
-                            "minilm-fp32 | mlp | a model dir")
+                            "minilm-fp32 | minilm-fp16 | minilm-int8 | minilm-int4-g32 | minilm-nvfp4 | mlp | "
+                            "a model dir")
     train.add_argument("--steps", type=int, default=None, help="total environment steps")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")

@@ -29,7 +29,11 @@ CACHE_MIN_HIT_RATE = 0.10
 # The default model's architecture and tokenizer with random ternary weights (seeded): what pre-training buys.
 RANDOM_TERNARY = "minilm-ternary-random"
 RANDOM_TERNARY_SEED = 0
-BACKBONE_IDS = (*SHIPPED_MODELS, "minilm-fp32", "minilm-ternary-ptq", RANDOM_TERNARY, "mlp")
+# The teacher's quantize-dequantize precision variants (variants.py), by id: the weight format of their linears.
+PRECISION_VARIANTS = {"minilm-fp16": "fp16", "minilm-int8": "int8", "minilm-int4-g32": "int4-g32",
+                      "minilm-nvfp4": "nvfp4"}
+TEACHER_DERIVED = ("minilm-fp32", "minilm-ternary-ptq", *PRECISION_VARIANTS)
+BACKBONE_IDS = (*SHIPPED_MODELS, *TEACHER_DERIVED, RANDOM_TERNARY, "mlp")
 
 
 class Backbone:
@@ -223,12 +227,16 @@ def load_backbone(backbone_id: str, cache_mb: float = 32.0, max_tokens: int = 64
     if backbone_id == "mlp":
         return None
     kw = {"max_tokens": max_tokens, "cache_mb": cache_mb, "engine": engine, "threads": threads}
-    if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
+    if backbone_id in TEACHER_DERIVED:
         from .teacher import load_teacher, ternarize_ptq
 
         model, tok = load_teacher()
         if backbone_id == "minilm-ternary-ptq":
             model = ternarize_ptq(model)
+        elif backbone_id in PRECISION_VARIANTS:
+            from .variants import quantize_linears
+
+            model = quantize_linears(model, PRECISION_VARIANTS[backbone_id])
         return Backbone(backbone_id, model, tok, **kw)
     if backbone_id == RANDOM_TERNARY:
         from .model_file import random_model
@@ -265,7 +273,7 @@ def load_tokenizer(backbone_id: str) -> Tokenizer | None:
     """The tokenizer of a backbone without loading its weights (for the state_serializer stage)."""
     if backbone_id == "mlp":
         return None
-    if backbone_id in ("minilm-fp32", "minilm-ternary-ptq"):
+    if backbone_id in TEACHER_DERIVED:
         return Tokenizer(teacher_dir() / "tokenizer.json")
     if backbone_id in SHIPPED_MODELS or backbone_id == RANDOM_TERNARY:
         return Tokenizer(shipped_model_dir(backbone_id if backbone_id in SHIPPED_MODELS else DEFAULT_BACKBONE)

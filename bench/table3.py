@@ -1,0 +1,130 @@
+"""The paper's Tables II-V, second half: precision variants, the hybrid INT8 critic, QeRL's adaptive quantization
+noise, and the ablations, each cell one `bitrl train` run as users run it (bench/table2.py's harness).
+
+    .venv/bin/python bench/table3.py [--envs ...] [--agents ...] [--seeds 3] [--jobs 2] [--cells ENV/AGENT/sS ...]
+    .venv/bin/python bench/table3.py --table-only
+
+Every agent uses the readout issue's best features, the defaults of config/train.yaml (fields_proj readout,
+fixed numbers, balance, entropy 0.01); only the backbone or the named keys differ:
+  ternary    the shipped distilled ternary encoder (the default agent)
+  ptq        the teacher ternarized post-training
+  fp32       the FP32 teacher (all-MiniLM-L6-v2)
+  fp16 / int8 / int4-g32 / nvfp4
+             the teacher with its encoder linears in that format (backbone/variants.py; int8 also quantizes the
+             linears' inputs per token)
+
+Per cell, besides table2's columns: the training-dynamics columns of the paper's Table V (initial and final
+entropy, final value loss, grad-norm variance, steps to 90% of the final return). The bits per weight and storage
+of each backbone come from bench/results/precision_variants.json (bench/precision_variants.py). Finished cells
+are merged into bench/results/table3.json at once; the table (bench/results/table3.md) is rebuilt from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from table2 import add_sweep_arguments, BUDGETS, load_results, parse_cells, run_sweep
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "table3.json"
+RUNS = ROOT / "build" / "bench_runs" / "table3"
+PRECISION = HERE / "results" / "precision_variants.json"
+
+AGENTS = {
+    "ternary": {"backbone": "minilm-bitnet-distilled"},
+    "ptq": {"backbone": "minilm-ternary-ptq"},
+    "fp32": {"backbone": "minilm-fp32"},
+    "fp16": {"backbone": "minilm-fp16"},
+    "int8": {"backbone": "minilm-int8"},
+    "int4-g32": {"backbone": "minilm-int4-g32"},
+    "nvfp4": {"backbone": "minilm-nvfp4"},
+}
+PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
+
+
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def summarize(data: dict) -> dict:
+    by = {}
+    for cell in data["cells"].values():
+        by.setdefault(cell["env"], {}).setdefault(cell["agent"], []).append(cell)
+    out = {}
+    for env, agents in by.items():
+        rows = {}
+        for agent, cells in agents.items():
+            cells = sorted(cells, key=lambda c: c["seed"])
+            final = np.array([c["final_return"] for c in cells])
+            ev = np.array([c["eval_return"] for c in cells])
+            dyn = [c.get("dynamics") or {} for c in cells]
+
+            def mean_of(key):
+                vals = [d[key] for d in dyn if d.get(key) is not None]
+                return float(np.mean(vals)) if vals else None
+            rows[agent] = {"seeds": [c["seed"] for c in cells], "steps": cells[0]["steps"],
+                           "final_mean": float(final.mean()), "final_std": float(final.std()),
+                           "eval_mean": float(ev.mean()), "eval_std": float(ev.std()),
+                           "steps_per_s": float(np.mean([c["steps_per_s"] for c in cells])),
+                           **{k: mean_of(k) for k in ("initial_entropy", "final_entropy", "final_value_loss",
+                                                      "grad_norm_var", "steps_to_90pct")}}
+        out[env] = rows
+    return out
+
+
+def markdown(summary: dict, cpu: str, precision: dict) -> str:
+    lines = [f"CPU: {cpu}. Final = mean of the last 20 training episodes; mean +- std over seeds; the dynamics "
+             "columns are means over seeds.", "",
+             "| task | agent | backbone bits/weight | stored MB | seeds | final return | greedy eval | "
+             "entropy first -> last | final value loss | grad-norm var | steps to 90% | steps/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = list(AGENTS)
+    for env, rows in summary.items():
+        for agent in sorted(rows, key=lambda a: order.index(a) if a in order else len(order)):
+            r = rows[agent]
+            p = precision.get(AGENTS.get(agent, {}).get("backbone"), {})
+            bits = _fmt(p.get("bits_per_linear_weight"), ".2f")
+            mb = _fmt(p["total_bytes"] / 2**20 if "total_bytes" in p else None)
+            lines.append(
+                f"| {env} | {agent} | {bits} | {mb} | {len(r['seeds'])} | {r['final_mean']:.1f} +- "
+                f"{r['final_std']:.1f} | {r['eval_mean']:.1f} +- {r['eval_std']:.1f} | "
+                f"{_fmt(r['initial_entropy'], '.3f')} -> {_fmt(r['final_entropy'], '.3f')} | "
+                f"{_fmt(r['final_value_loss'], '.4f')} | {_fmt(r['grad_norm_var'], '.4f')} | "
+                f"{_fmt(r['steps_to_90pct'] and r['steps_to_90pct'] / 1000, '.1f')}k | {r['steps_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def rebuild() -> None:
+    data = load_results(RESULTS)
+    data["summary"] = summarize(data)
+    RESULTS.write_text(json.dumps(data, indent=1))
+    precision = json.loads(PRECISION.read_text())["backbones"] if PRECISION.is_file() else {}
+    table = markdown(data["summary"], data.get("cpu", "?"), precision)
+    (HERE / "results" / "table3.md").write_text(table)
+    print(table)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", choices=list(BUDGETS),
+                        default=["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "HalfCheetah-v4"])
+    parser.add_argument("--agents", nargs="+", default=list(PRECISION_AGENTS), choices=list(AGENTS))
+    parser.add_argument("--seeds", type=int, default=3)
+    add_sweep_arguments(parser)
+    args = parser.parse_args()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        jobs = parse_cells(args.cells) if args.cells else [
+            (env, agent, seed) for env in args.envs for agent in args.agents for seed in range(args.seeds)]
+        run_sweep(jobs, BUDGETS.get, lambda c: f"final {c['final_return']:.1f} eval {c['eval_return']:.1f} "
+                  f"({c['steps_per_s']:.0f} steps/s)", RESULTS, lambda env, agent: AGENTS[agent], RUNS,
+                  args.force, args.jobs)
+    rebuild()
+
+
+if __name__ == "__main__":
+    main()
