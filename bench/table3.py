@@ -12,6 +12,8 @@ fixed numbers, balance, entropy 0.01); only the backbone or the named keys diffe
   fp16 / int8 / int4-g32 / nvfp4
              the teacher with its encoder linears in that format (backbone/variants.py; int8 also quantizes the
              linears' inputs per token)
+  hybrid-int8 the paper's recommended configuration: the policy reads the distilled ternary encoder, the value
+             head the INT8 teacher (critic_backbone=minilm-int8)
 
 Per cell, besides table2's columns: the training-dynamics columns of the paper's Table V (initial and final
 entropy, final value loss, grad-norm variance, steps to 90% of the final return). The bits per weight and storage
@@ -42,6 +44,7 @@ AGENTS = {
     "int8": {"backbone": "minilm-int8"},
     "int4-g32": {"backbone": "minilm-int4-g32"},
     "nvfp4": {"backbone": "minilm-nvfp4"},
+    "hybrid-int8": {"backbone": "minilm-bitnet-distilled", "critic_backbone": "minilm-int8"},
 }
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
 

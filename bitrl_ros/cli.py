@@ -54,7 +54,8 @@ def cmd_train(args) -> int:
     else:
         cfg = load_train_config(args.config, overrides)
     console = Console()
-    console.print(f"[bold]bitrl train[/] env={cfg.env} backbone={cfg.backbone} steps={cfg.total_steps} "
+    critic = f" critic_backbone={cfg.critic_backbone}" if cfg.critic_backbone else ""
+    console.print(f"[bold]bitrl train[/] env={cfg.env} backbone={cfg.backbone}{critic} steps={cfg.total_steps} "
                   f"seed={cfg.seed} threads={cfg.torch_threads}")
     trainer = Trainer(cfg, run_dir=args.run_dir, resume=args.resume, progress=not args.no_progress,
                       log=console.print)

@@ -75,8 +75,17 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     ):
         raise _refuse(where, "train.backbone", cfg.backbone,
                       " | ".join(available_backbones()) + " | a model directory")
+    if cfg.critic_backbone is not None and not (
+        isinstance(cfg.critic_backbone, str) and cfg.critic_backbone != "mlp"
+        and (cfg.critic_backbone in available_backbones() or Path(cfg.critic_backbone).is_dir())
+    ):
+        raise _refuse(where, "train.critic_backbone", cfg.critic_backbone,
+                      " | ".join(b for b in available_backbones() if b != "mlp") + " | a model directory | null")
+    if cfg.critic_backbone is not None and cfg.backbone == "mlp":
+        raise _refuse(where, "train.critic_backbone", cfg.critic_backbone,
+                      "null with backbone mlp (a critic backbone reads the policy backbone's text)")
     for s in settings.TRAIN:
-        if s.name not in ("env", "backbone"):
+        if s.name not in ("env", "backbone", "critic_backbone"):
             setattr(cfg, s.name, s.check(getattr(cfg, s.name), where, f"train.{s.name}"))
     if not cfg.run_dir:
         raise _refuse(where, "train.run_dir", cfg.run_dir, "a non-empty path")

@@ -45,19 +45,26 @@ class FeatureLayout:
     balance: bool = False    # scale the normalized backbone block to the raw observation's total variance
     readout_fields: int = 0  # per-field readouts: vectors per state (EnvSpec.readout_fields; 0 means obs_dim)
     mission_words: tuple[str, ...] = ()  # the raw observation's bag-of-words vocabulary for the mission
+    critic_backbone: str = ""  # the hybrid critic's backbone ("": the value head reads the policy's features)
+    critic_hidden: int = 0     # its width
 
     @classmethod
     def build(cls, spec: EnvSpec, backbone_id: str, hidden: int, readout: str, raw_skip: bool,
-              serializer: Serializer | None, proj_dim: int = 16, balance: bool = True) -> "FeatureLayout":
+              serializer: Serializer | None, proj_dim: int = 16, balance: bool = True, critic_backbone: str = "",
+              critic_hidden: int = 0) -> "FeatureLayout":
         words = tuple(spec.mission_words)
         if backbone_id == "mlp" or hidden == 0:
+            if critic_backbone:
+                raise ValueError("a critic backbone needs a policy backbone (backbone mlp reads no text)")
             return cls("mlp", "none", 0, spec.obs_dim, True, None, 0, False, len(spec.readout_fields), words)
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
+        if bool(critic_backbone) != bool(critic_hidden):
+            raise ValueError(f"critic backbone {critic_backbone!r} with width {critic_hidden}")
         return cls(backbone_id, readout, int(hidden), spec.obs_dim, bool(raw_skip),
                    None if serializer is None else serializer.describe(),
                    int(proj_dim) if readout in TRAINABLE_READOUTS else 0, bool(balance), len(spec.readout_fields),
-                   words)
+                   words, critic_backbone or "", int(critic_hidden))
 
     def __post_init__(self):
         if not self.readout_fields:
@@ -70,8 +77,20 @@ class FeatureLayout:
 
     @property
     def embedding_dim(self) -> int:
-        """Width of what the encoder stage publishes (EncodedState.embedding)."""
+        """Width of the policy backbone's readout."""
         return self.hidden * (self.readout_fields if self.per_field else 1)
+
+    @property
+    def critic_embedding_dim(self) -> int:
+        """Width of the critic backbone's readout (0: no separate critic)."""
+        return self.critic_hidden * (self.readout_fields if self.per_field else 1)
+
+    @property
+    def encoded_dim(self) -> int:
+        """Width of what the encoder stage publishes (EncodedState.embedding): the policy's readout, then the
+        critic's.
+        """
+        return self.embedding_dim + self.critic_embedding_dim
 
     @property
     def raw_dim(self) -> int:
@@ -79,8 +98,17 @@ class FeatureLayout:
         return self.obs_dim + len(self.mission_words)
 
     @property
-    def feature_dim(self) -> int:
+    def policy_dim(self) -> int:
+        """The policy head's input: [policy readout | raw observation (raw_skip)]."""
         return self.embedding_dim + (self.raw_dim if self.raw_skip else 0)
+
+    @property
+    def feature_dim(self) -> int:
+        """[policy input | critic input]: with a critic backbone the value head reads its own [critic readout |
+        raw observation] after the policy's columns; without one both heads read the policy input.
+        """
+        return self.policy_dim + (self.critic_embedding_dim + (self.raw_dim if self.raw_skip else 0)
+                                  if self.critic_backbone else 0)
 
     def input_scale(self) -> np.ndarray | None:
         """Per-feature factors applied after the running normalization (None: all ones).
@@ -95,13 +123,29 @@ class FeatureLayout:
             return None
         scale = np.ones(self.feature_dim, dtype=np.float32)
         scale[: self.embedding_dim] = np.sqrt(self.raw_dim / self.embedding_dim)
+        if self.critic_backbone:
+            start = self.policy_dim
+            scale[start: start + self.critic_embedding_dim] = np.sqrt(self.raw_dim / self.critic_embedding_dim)
         return scale
 
     def head_readout(self) -> dict | None:
-        """The trainable readout the heads carry in front of their MLPs (None: the heads take the features)."""
+        """The trainable readout the policy head carries in front of its MLP (and the value head, without a
+        critic backbone); None: the heads take the features.
+        """
+        return self._readout(self.hidden)
+
+    def critic_head(self) -> dict | None:
+        """With a critic backbone, what PPO needs to split the heads: the policy reads the first policy_dim
+        columns, the value head the rest through ``readout`` (None: plain). None without a critic backbone.
+        """
+        if not self.critic_backbone:
+            return None
+        return {"policy_dim": self.policy_dim, "readout": self._readout(self.critic_hidden)}
+
+    def _readout(self, width: int) -> dict | None:
         if self.readout not in TRAINABLE_READOUTS:
             return None
-        return {"num_fields": self.readout_fields, "width": self.hidden, "proj_dim": self.proj_dim,
+        return {"num_fields": self.readout_fields, "width": width, "proj_dim": self.proj_dim,
                 "raw_dim": self.raw_dim if self.raw_skip else 0}
 
     def to_dict(self) -> dict:
@@ -110,8 +154,8 @@ class FeatureLayout:
     @classmethod
     def from_dict(cls, d: dict, where: str = "feature layout") -> "FeatureLayout":
         names = {f.name for f in fields(cls)}
-        if isinstance(d, dict):  # records written before language-conditioned envs existed
-            d = {"readout_fields": 0, "mission_words": (), **d}
+        if isinstance(d, dict):  # records written before language-conditioned envs / the hybrid critic existed
+            d = {"readout_fields": 0, "mission_words": (), "critic_backbone": "", "critic_hidden": 0, **d}
         if not isinstance(d, dict) or set(d) != names:
             raise CheckpointError(f"{where}: a feature layout needs exactly the keys {sorted(names)}, got "
                                   f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
@@ -144,20 +188,34 @@ class TextStage:
 
 
 class EmbedStage:
-    """Token ids and fields (+ the validated observations, for the raw skip) -> float32 [N, feature_dim]."""
+    """Token ids and fields (+ the validated observations, for the raw skip) -> float32 [N, feature_dim].
 
-    def __init__(self, backbone, layout: FeatureLayout):
-        self.backbone, self.layout = backbone, layout
+    critic_backbone: the hybrid critic's second backbone (None: none), reading the same token ids (it must share
+    the policy backbone's tokenizer).
+    """
+
+    def __init__(self, backbone, layout: FeatureLayout, critic_backbone=None):
+        if bool(layout.critic_backbone) != (critic_backbone is not None):
+            raise ValueError(f"layout critic backbone {layout.critic_backbone!r}, given {critic_backbone!r}")
+        self.backbone, self.layout, self.critic_backbone = backbone, layout, critic_backbone
 
     @property
     def feature_dim(self) -> int:
         return self.layout.feature_dim
 
     def embed(self, token_ids, token_fields) -> np.ndarray:
-        """The backbone's readout alone, [N, embedding_dim] (what ternary_encoder publishes)."""
+        """The backbones' readouts alone, [N, encoded_dim]: the policy's, then the critic's (what ternary_encoder
+        publishes).
+        """
+        parts = [self._readout(self.backbone, token_ids, token_fields)]
+        if self.critic_backbone is not None:
+            parts.append(self._readout(self.critic_backbone, token_ids, token_fields))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def _readout(self, backbone, token_ids, token_fields) -> np.ndarray:
         if self.layout.per_field:
-            return self.backbone.encode_fields(token_ids, token_fields, self.layout.readout_fields)
-        return self.backbone.encode_tokens(token_ids, pooling=self.layout.readout)
+            return backbone.encode_fields(token_ids, token_fields, self.layout.readout_fields)
+        return backbone.encode_tokens(token_ids, pooling=self.layout.readout)
 
     def __call__(self, token_ids, token_fields, obs: np.ndarray, missions=None) -> np.ndarray:
         parts = []
@@ -168,22 +226,37 @@ class EmbedStage:
 
 def assemble_features(embedding: np.ndarray | None, obs: np.ndarray, layout: FeatureLayout,
                       missions=None) -> np.ndarray:
-    """[embedding | raw observation (values, mission word counts)] as the layout says; the one place that lays
-    out the heads' input.
+    """[policy readout | raw observation (values, mission word counts)], then with a critic backbone [critic
+    readout | raw observation], as the layout says; embedding: the encoder stage's [N, encoded_dim]. The one
+    place that lays out the heads' input.
     """
     n = len(obs)
-    parts = []
-    if layout.embedding_dim:
+    emb = None
+    if layout.encoded_dim:
         emb = np.asarray(embedding, dtype=np.float32).reshape(n, -1)
-        if emb.shape[1] != layout.embedding_dim:
-            raise ValueError(f"embedding of width {emb.shape[1]}, the feature layout ({layout.backbone}, readout "
-                             f"{layout.readout}) expects {layout.embedding_dim}")
-        parts.append(emb)
+        if emb.shape[1] != layout.encoded_dim:
+            critic = f", critic {layout.critic_backbone}" if layout.critic_backbone else ""
+            raise ValueError(f"embedding of width {emb.shape[1]}, the feature layout ({layout.backbone}{critic}, "
+                             f"readout {layout.readout}) expects {layout.encoded_dim}")
+    raw = []
     if layout.raw_skip:
-        parts.append(np.asarray(obs, dtype=np.float32).reshape(n, layout.obs_dim))
+        raw.append(np.asarray(obs, dtype=np.float32).reshape(n, layout.obs_dim))
         if layout.mission_words:
-            parts.append(bag_of_words([""] * n if missions is None else missions, layout.mission_words))
+            raw.append(bag_of_words([""] * n if missions is None else missions, layout.mission_words))
+    parts = ([emb[:, : layout.embedding_dim]] if layout.embedding_dim else []) + raw
+    if layout.critic_backbone:
+        parts += [emb[:, layout.embedding_dim:]] + raw
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
+def check_same_tokenizer(backbone, critic_backbone) -> None:
+    """The critic backbone reads the token ids the policy backbone's tokenizer made: refuse any other tokenizer."""
+    if backbone is None:
+        raise ValueError("a critic backbone needs a policy backbone (backbone mlp reads no text)")
+    ours, theirs = backbone.tokenizer_digest(), critic_backbone.tokenizer_digest()
+    if ours != theirs:
+        raise ValueError(f"critic backbone {critic_backbone.id!r} has another tokenizer than backbone "
+                         f"{backbone.id!r}: both read the same token ids, so they must share it")
 
 
 def validate_batch(observations, spec: EnvSpec) -> np.ndarray:
@@ -197,17 +270,22 @@ class StateEncoder:
     """
 
     def __init__(self, spec: EnvSpec, serializer: Serializer | None, backbone, readout: str = "mean",
-                 raw_skip: bool = False, proj_dim: int = 16, balance: bool = True):
+                 raw_skip: bool = False, proj_dim: int = 16, balance: bool = True, critic_backbone=None):
         if backbone is not None and serializer is None:
             raise ValueError("a backbone needs a serializer")
+        if critic_backbone is not None:
+            check_same_tokenizer(backbone, critic_backbone)
         self.spec = spec
         self.backbone = backbone
+        self.critic_backbone = critic_backbone
         self.layout = FeatureLayout.build(spec, "mlp" if backbone is None else backbone.id,
                                           0 if backbone is None else backbone.hidden_size, readout, raw_skip,
-                                          serializer, proj_dim, balance)
+                                          serializer, proj_dim, balance,
+                                          "" if critic_backbone is None else critic_backbone.id,
+                                          0 if critic_backbone is None else critic_backbone.hidden_size)
         self.text = None if backbone is None else TextStage(spec, serializer, backbone.tokenizer,
                                                             backbone.max_tokens)
-        self.embed = EmbedStage(backbone, self.layout)
+        self.embed = EmbedStage(backbone, self.layout, critic_backbone)
         self.tokens_seen = 0
         self.states_seen = 0
 
@@ -244,13 +322,14 @@ def node_serializer(params: dict) -> Serializer:
     return get_serializer(params["env"], params["format"], precision, params["numbers"])
 
 
-def node_layout(params: dict, backbone_id: str, hidden: int) -> FeatureLayout:
-    """The feature layout the graph's nodes share, from their common feature parameters (params.FEATURES);
-    hidden is the backbone width (0: no backbone).
+def node_layout(params: dict, backbone_id: str, hidden: int, critic_hidden: int = 0) -> FeatureLayout:
+    """The feature layout the graph's nodes share, from their common feature parameters (params.FEATURES, and
+    critic_backbone where the node has it); hidden is the backbone width (0: no backbone), critic_hidden the
+    critic backbone's.
     """
     from bitrl_ros.envs import get_spec
 
     readout = params.get("pooling") or params["readout"]
     return FeatureLayout.build(get_spec(params["env"]), backbone_id, hidden, readout, params["raw_skip"],
                                None if hidden == 0 else node_serializer(params), params["proj_dim"],
-                               params["balance"])
+                               params["balance"], params.get("critic_backbone", ""), critic_hidden)

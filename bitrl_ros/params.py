@@ -43,6 +43,10 @@ _GUARD = settings.by_name(settings.GUARD)
 _BACKBONE = settings.BACKBONE.as_ros_parameter(description="backbone id or model dir (frozen); the serializer "
                                                "uses its tokenizer to produce token_ids")
 
+_CRITIC = settings.CRITIC_BACKBONE.as_ros_parameter(description="the hybrid critic's backbone (the value head reads "
+                                                    "its features; same readout and tokenizer as backbone); "
+                                                    '"": none')
+
 # The managed (lifecycle) nodes' own parameter (bitrl_ros/nodes/managed.py).
 AUTOSTART = Setting("autostart", True, "configure and activate at start-up (ros2 run); false: stay unconfigured "
                     "until a lifecycle manager drives the transitions (the launch files and bitrl run do)")
@@ -60,12 +64,13 @@ SCHEMAS: dict[str, list[Setting]] = {
     ],
     "state_serializer": COMMON + FEATURES + [_BACKBONE, _FEATURE["max_tokens"]],
     "ternary_encoder": COMMON + FEATURES + [
-        _BACKBONE, _FEATURE["engine"], _FEATURE["pooling"].as_ros_parameter(), _FEATURE["cache_mb"],
+        _BACKBONE, _CRITIC, _FEATURE["engine"], _FEATURE["pooling"].as_ros_parameter(), _FEATURE["cache_mb"],
         Setting("threads", 1, "encoder threads: the native engine's pool; torch's (process-wide) only when the "
                 "node runs in a process of its own", 1, 64),
         AUTOSTART,
     ],
     "policy_value": COMMON + FEATURES + [
+        _CRITIC,
         settings.SEED.as_ros_parameter(description="seed of the heads and of action sampling"),
         Setting("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
         _NORMALIZE["features"].as_ros_parameter("normalize_features"),

@@ -226,10 +226,14 @@ GUARD = (
 SEED = Setting("seed", 0, "seed of the environments, the heads and action sampling", 0, 2**31 - 1)
 BACKBONE = Setting("backbone", DEFAULT_BACKBONE, "backbone id (bitrl backbones) or a model directory; mlp: the "
                    "raw-observation baseline")
+CRITIC_BACKBONE = Setting("critic_backbone", None, "the hybrid critic: the value head reads this backbone's "
+                          "features (same readout and tokenizer) while the policy reads backbone's, e.g. minilm-int8 "
+                          "(the paper's INT8 critic); null: both heads read backbone's", nullable=True, kind=str)
 ENV = Setting("env", "CartPole-v1", "registered environment id (bitrl envs)")
 TRAIN = (
     ENV,
     BACKBONE,
+    CRITIC_BACKBONE,
     SEED,
     Setting("total_steps", 150000, "environment steps to train", 1, None),
     Setting("torch_threads", 1, "torch intra-op threads of the training process", 1, 256),

@@ -63,12 +63,13 @@ class TrainResult:
 
 def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
     """Backbone + serializer + readout as the config says; `mlp` gives raw observations."""
-    backbone = load_backbone(cfg.backbone, cache_mb=cfg.features.cache_mb, max_tokens=cfg.features.max_tokens,
-                             engine=cfg.features.engine, threads=cfg.torch_threads)
+    backbone, critic = (None if bid is None else load_backbone(
+        bid, cache_mb=cfg.features.cache_mb, max_tokens=cfg.features.max_tokens, engine=cfg.features.engine,
+        threads=cfg.torch_threads) for bid in (cfg.backbone, cfg.critic_backbone))
     serializer = None if backbone is None else get_serializer(cfg.env, cfg.serializer.format,
                                                               cfg.serializer.precision, cfg.serializer.numbers)
     return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.readout, cfg.features.raw_skip,
-                        cfg.features.proj_dim, cfg.features.balance)
+                        cfg.features.proj_dim, cfg.features.balance, critic)
 
 
 def missions_of(infos: dict, spec) -> list[str] | None:
@@ -259,7 +260,8 @@ class Trainer:
         )
         (self.run_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
         plot_learning_curve(self.episode_log, self.run_dir / "learning_curve.png",
-                            title=f"{cfg.env} / {cfg.backbone} / seed {cfg.seed}",
+                            title=f"{cfg.env} / {cfg.backbone}"
+                            f"{' + critic ' + cfg.critic_backbone if cfg.critic_backbone else ''} / seed {cfg.seed}",
                             target=get_spec(cfg.env).solved_return)
         self.envs.close()
         return result

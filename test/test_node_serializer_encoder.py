@@ -177,6 +177,26 @@ def test_encoder_matches_backbone_and_reports_cache_hits():
 
 
 @pytest.mark.slow
+def test_encoder_with_a_critic_backbone_publishes_both_readouts():
+    ns = unique_ns("encc")
+    enc, probe = _pair(TernaryEncoderNode, ns, _params(backbone=BACKBONE, critic_backbone="minilm-int8",
+                                                       pooling="mean"),
+                       (SerializedState, "serialized_state", EncodedState, "encoded_state"))
+    try:
+        assert enc.node.feature_dim == 2 * 384
+        tokens = load_tokenizer(BACKBONE).encode_batch(["12 -3 40 7"], 64)[0]
+        probe.node.pub.publish(SerializedState(episode=0, step=0, text="x", token_ids=tokens))
+        assert wait_for(lambda: len(probe.node.received) == 1)
+        out = np.asarray(probe.node.received[0].embedding)
+        policy = load_backbone(BACKBONE, cache_mb=0).encode_tokens([tokens], "mean")[0]
+        critic = load_backbone("minilm-int8", cache_mb=0).encode_tokens([tokens], "mean")[0]
+        assert np.allclose(out[:384], policy, atol=1e-5) and np.allclose(out[384:], critic, atol=1e-5)
+    finally:
+        probe.close()
+        enc.close()
+
+
+@pytest.mark.slow
 def test_encoder_per_field_readout_uses_the_token_fields():
     ns = unique_ns("encf")
     enc, probe = _pair(TernaryEncoderNode, ns, _params(backbone=BACKBONE, readout="fields"),

@@ -7,6 +7,7 @@ engine): a ternary model directory on the native engine (the shipped default) lo
 from __future__ import annotations
 
 from collections import OrderedDict
+import hashlib
 from pathlib import Path
 import sys
 
@@ -81,6 +82,11 @@ class Backbone:
         if not isinstance(self._tokenizer, Tokenizer):
             self._tokenizer = Tokenizer(self._tokenizer)
         return self._tokenizer
+
+    def tokenizer_digest(self) -> str:
+        """SHA-256 of the tokenizer file: two backbones with the same digest make the same token ids."""
+        path = self._tokenizer.path if isinstance(self._tokenizer, Tokenizer) else Path(self._tokenizer)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
 
     def feature_dim(self, pooling: str = "mean") -> int:
         _check_pooling(pooling)

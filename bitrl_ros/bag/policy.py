@@ -44,7 +44,8 @@ class EvaluatedPolicy:
             raise CheckpointError(f"{self.state_file}: feature_dim {self.feature_dim} differs from its recorded "
                                   f"layout's {self.layout.feature_dim}")
         self.ppo = PPO(self.feature_dim, self.action_space, config, seed=int(state.get("seed", 0)),
-                       readout=None if self.layout is None else self.layout.head_readout())
+                       readout=None if self.layout is None else self.layout.head_readout(),
+                       critic=None if self.layout is None else self.layout.critic_head())
         self.extra = load_checkpoint(self.path, self.ppo)
         self.feature_norm = self._feature_norm(self.extra)
         self.reward_std = None
@@ -198,10 +199,10 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
                               f"records {values.shape[1]}")
     if layout.backbone == "mlp":
         return assemble_features(None, values, layout, missions), f"raw observation ({layout.raw_dim})"
-    if all(d.embedding is not None and len(d.embedding) == layout.embedding_dim for d in decisions):
+    if all(d.embedding is not None and len(d.embedding) == layout.encoded_dim for d in decisions):
         emb = np.stack([d.embedding for d in decisions]).astype(np.float32)
         return assemble_features(emb, values, layout, missions), (
-            f"recorded encoded_state embedding ({layout.readout}, {layout.embedding_dim})"
+            f"recorded encoded_state embedding ({layout.readout}, {layout.encoded_dim})"
             + (f" + raw observation ({layout.raw_dim})" if layout.raw_skip else ""))
     if backbone is not None and backbone != layout.backbone:
         raise CheckpointError(f"{state_file}: the heads were trained on backbone {layout.backbone!r}; "
@@ -209,10 +210,16 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
     from bitrl_ros.serialize import Serializer
 
     def build(spec, model):
+        critic = None
+        if layout.critic_backbone:
+            from bitrl_ros.backbone import load_backbone
+
+            critic = load_backbone(layout.critic_backbone)
         encoder = StateEncoder(spec, Serializer.from_description(spec, layout.serializer), model, layout.readout,
-                               layout.raw_skip, layout.proj_dim, layout.balance)
+                               layout.raw_skip, layout.proj_dim, layout.balance, critic)
         encoder.layout.check_same(layout, str(state_file))
         return encoder
 
     feats, _ = _recompute(values, policy, bag_path, env_id, layout.backbone, build, missions)
-    return feats, f"recomputed with {layout.backbone} ({layout.readout})"
+    critic = f" + critic {layout.critic_backbone}" if layout.critic_backbone else ""
+    return feats, f"recomputed with {layout.backbone}{critic} ({layout.readout})"

@@ -149,7 +149,8 @@ class PolicyValueNode(ManagedNode):
             if saved is None:  # an old checkpoint: the first state's resume refuses it, with the explanation
                 return
             layout = FeatureLayout.from_dict(saved, f"{ckpt}: feature layout")
-            node_layout(self.params, layout.backbone, layout.hidden).check_same(layout, str(ckpt))
+            now = node_layout(self.params, layout.backbone, layout.hidden, layout.critic_hidden)
+            now.check_same(layout, str(ckpt))
             self._make_learner(layout)
             self._resume()
             self._log_heads()
@@ -349,10 +350,11 @@ class PolicyValueNode(ManagedNode):
         if enc.backbone_id and self.layout.embedding_dim and enc.backbone_id != self.layout.backbone:
             raise InvalidObservation(f"encoded_state field 'backbone_id' is {enc.backbone_id!r}, the heads (resumed "
                                      f"from {self.params['checkpoint_dir']}) take {self.layout.backbone!r}")
-        if embedding.size != self.layout.embedding_dim:
+        if embedding.size != self.layout.encoded_dim:
+            critic = f", critic {self.layout.critic_backbone}" if self.layout.critic_backbone else ""
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding.size}, the feature "
-                                     f"layout (backbone {self.layout.backbone}, readout {self.layout.readout}) "
-                                     f"takes {self.layout.embedding_dim}")
+                                     f"layout (backbone {self.layout.backbone}{critic}, readout "
+                                     f"{self.layout.readout}) takes {self.layout.encoded_dim}")
         return assemble_features(embedding[None], observation_to_array(obs)[None], self.layout, [obs.mission])[0]
 
     def _bookkeep(self, msg: Observation, count_reward: bool = True) -> None:
@@ -378,11 +380,16 @@ class PolicyValueNode(ManagedNode):
         """
         p = self.params
         vectors = len(self.spec.readout_fields) if (p.get("pooling") or p["readout"]) in FIELD_READOUTS else 1
+        # With a critic backbone the embedding is [policy readout | critic readout], of equal widths (every
+        # registry backbone is 384 wide; another pair's widths could not be told apart from the message).
+        vectors *= 2 if p["critic_backbone"] else 1
         hidden = embedding_size // vectors
         if hidden * vectors != embedding_size:
             raise InvalidObservation(f"encoded_state field 'embedding' has length {embedding_size}, not a multiple "
-                                     f"of the {vectors} fields the {p['readout']} readout gives")
-        self._make_learner(node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden))
+                                     f"of the {vectors} vectors the {p['readout']} readout"
+                                     f"{' of both backbones' if p['critic_backbone'] else ''} gives")
+        self._make_learner(node_layout(p, (backbone_id or "unnamed") if embedding_size else "mlp", hidden,
+                                       hidden if p["critic_backbone"] and embedding_size else 0))
         if p["resume"] and self._checkpoint_exists():
             self._resume()
         self._log_heads()
@@ -423,7 +430,9 @@ class PolicyValueNode(ManagedNode):
 
     def _log_heads(self) -> None:
         readout = self.learner.ppo.readout
-        self.get_logger().info(f"heads built: {self.feature_dim} features ({self.layout.backbone}, readout "
+        critic = (f"; the value head reads critic {self.layout.critic_backbone} from column "
+                  f"{self.layout.policy_dim}" if self.layout.critic_backbone else "")
+        self.get_logger().info(f"heads built: {self.feature_dim} features ({self.layout.backbone}{critic}, readout "
                                f"{self.layout.readout}{', raw observation' if self.layout.raw_skip else ''}) -> "
                                f"{self.action_space}" + (f"; trainable readout {readout}" if readout else ""))
 

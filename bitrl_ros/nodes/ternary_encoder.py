@@ -13,7 +13,7 @@ import time
 from bitrl_msgs.msg import EncodedState, SerializedState
 from bitrl_ros.backbone import load_backbone
 from bitrl_ros.errors import ConfigError
-from bitrl_ros.features import EmbedStage, node_layout
+from bitrl_ros.features import check_same_tokenizer, EmbedStage, node_layout
 from bitrl_ros.nodes.base import declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import copy_header, to_float32_list
 from bitrl_ros.nodes.managed import ManagedNode
@@ -52,20 +52,31 @@ class TernaryEncoderNode(ManagedNode):
                                      engine=p["engine"], threads=p["threads"])
         except ValueError as exc:
             raise ConfigError(f"ternary_encoder: invalid value for 'backbone' = {p['backbone']!r} ({exc})") from None
+        critic = None
+        if p["critic_backbone"]:
+            try:
+                critic = load_backbone(p["critic_backbone"], cache_mb=p["cache_mb"], max_tokens=MAX_TOKENS,
+                                       engine="auto", threads=p["threads"])
+                check_same_tokenizer(backbone, critic)
+            except ValueError as exc:
+                raise ConfigError(f"ternary_encoder: invalid value for 'critic_backbone' = "
+                                  f"{p['critic_backbone']!r} ({exc})") from None
         try:
-            layout = node_layout(p, self.backbone_id, 0 if backbone is None else backbone.hidden_size)
+            layout = node_layout(p, self.backbone_id, 0 if backbone is None else backbone.hidden_size,
+                                 0 if critic is None else critic.hidden_size)
         except ValueError as exc:
             raise ConfigError(f"ternary_encoder: invalid parameters ({exc})") from None
         self.backbone, self.layout, self.load_s = backbone, layout, time.perf_counter() - t0
-        if self.owns_process and backbone is not None and backbone.engine_name == "torch":
+        if self.owns_process and any(b is not None and b.engine_name == "torch" for b in (backbone, critic)):
             import torch
 
             torch.set_num_threads(p["threads"])
-        self.stage = EmbedStage(self.backbone, self.layout)
-        self.feature_dim = self.layout.embedding_dim
+        self.stage = EmbedStage(self.backbone, self.layout, critic)
+        self.feature_dim = self.layout.encoded_dim
         self._cache_off_logged = False
-        self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s)) "
-                               f"loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
+        critic_note = "" if critic is None else f" + critic {p['critic_backbone']} ({critic.engine_name} engine)"
+        self.get_logger().info(f"backbone {self.backbone_id} ({p['engine']} engine, {p['threads']} thread(s))"
+                               f"{critic_note} loaded in {self.load_s:.2f} s; feature dim {self.feature_dim}, "
                                f"readout {self.layout.readout}, cache {p['cache_mb']:g} MiB")
 
     def cleanup(self) -> None:

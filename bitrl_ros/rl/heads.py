@@ -55,24 +55,50 @@ class FieldProjection(nn.Module):
         return torch.cat([z, x[..., self.num_fields * self.width:]], dim=-1) if self.raw_dim else z
 
 
-def readout_module(readout: dict | None, in_dim: int) -> tuple[nn.Module, int]:
-    """(module in front of a head's MLP, its output width): a FieldProjection, or the identity."""
+class Columns(nn.Module):
+    """The columns [start, stop) of the features: a head's share of the feature vector (the hybrid critic's value
+    head reads its own backbone's columns).
+    """
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = int(start), int(stop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.start: self.stop]
+
+    def extra_repr(self) -> str:
+        return f"[{self.start}, {self.stop})"
+
+
+def readout_module(readout: dict | None, in_dim: int, columns: tuple[int, int] | None = None) -> tuple[nn.Module, int]:
+    """(module in front of a head's MLP, its output width): a FieldProjection, or the identity, reading the
+    columns [start, stop) of the in_dim features (None: all of them).
+    """
+    if columns is not None:
+        start, stop = columns
+        if not 0 <= start < stop <= in_dim:
+            raise ValueError(f"head columns [{start}, {stop}) outside the {in_dim} features")
+        select, in_dim = Columns(start, stop), stop - start
     if readout is None:
-        return nn.Identity(), in_dim
-    mod = FieldProjection(**readout)
-    if mod.num_fields * mod.width + mod.raw_dim != in_dim:
-        raise ValueError(f"readout {readout} expects {mod.num_fields * mod.width + mod.raw_dim} features, "
-                         f"the heads get {in_dim}")
-    return mod, mod.out_dim
+        mod = nn.Identity()
+    else:
+        mod = FieldProjection(**readout)
+        if mod.num_fields * mod.width + mod.raw_dim != in_dim:
+            raise ValueError(f"readout {readout} expects {mod.num_fields * mod.width + mod.raw_dim} features, "
+                             f"the head gets {in_dim}")
+        in_dim = mod.out_dim
+    return (mod if columns is None else nn.Sequential(select, mod)), in_dim
 
 
 class PolicyHead(nn.Module):
     """Categorical policy for Discrete spaces, diagonal Gaussian (state-independent log_std) for Box."""
 
-    def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128), readout: dict | None = None):
+    def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128), readout: dict | None = None,
+                 columns: tuple[int, int] | None = None):
         super().__init__()
         self.action_space = action_space
-        self.readout, in_dim = readout_module(readout, in_dim)
+        self.readout, in_dim = readout_module(readout, in_dim, columns)
         if isinstance(action_space, gym.spaces.Discrete):
             self.discrete = True
             self.start = int(action_space.start)
@@ -123,9 +149,10 @@ class PolicyHead(nn.Module):
 
 
 class ValueHead(nn.Module):
-    def __init__(self, in_dim: int, hidden=(256, 128), readout: dict | None = None):
+    def __init__(self, in_dim: int, hidden=(256, 128), readout: dict | None = None,
+                 columns: tuple[int, int] | None = None):
         super().__init__()
-        self.readout, in_dim = readout_module(readout, in_dim)
+        self.readout, in_dim = readout_module(readout, in_dim, columns)
         self.net = mlp(in_dim, 1, hidden, out_gain=1.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
