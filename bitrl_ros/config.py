@@ -18,8 +18,10 @@ SerializerConfig = settings.config_class("SerializerConfig", settings.SERIALIZER
 FeatureConfig = settings.config_class("FeatureConfig", settings.FEATURES, __name__)
 NormalizeConfig = settings.config_class("NormalizeConfig", settings.NORMALIZE, __name__)
 GuardConfig = settings.config_class("GuardConfig", settings.GUARD, __name__)
+AqnConfig = settings.config_class("AqnConfig", settings.AQN, __name__)
 _SECTIONS = {"serializer": (SerializerConfig, settings.SERIALIZER), "features": (FeatureConfig, settings.FEATURES),
-             "normalize": (NormalizeConfig, settings.NORMALIZE), "guard": (GuardConfig, settings.GUARD)}
+             "normalize": (NormalizeConfig, settings.NORMALIZE), "guard": (GuardConfig, settings.GUARD),
+             "aqn": (AqnConfig, settings.AQN)}
 
 
 class _TrainConfigMethods:
@@ -98,6 +100,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if cfg.serializer.numbers == "scaled" and cfg.serializer.precision is not None:
         raise _refuse(where, "train.serializer.precision", cfg.serializer.precision,
                       "null with numbers: scaled (the fitted field scales set the resolution)")
+    if cfg.aqn.sigma_end > cfg.aqn.sigma_start:
+        raise _refuse(where, "train.aqn.sigma_end", cfg.aqn.sigma_end, f"(0, sigma_start = {cfg.aqn.sigma_start}]")
+    if cfg.aqn.enabled and cfg.backbone == "mlp":
+        raise _refuse(where, "train.aqn.enabled", True, "false with backbone mlp (no encoder to perturb)")
     if cfg.features.pooling is not None:
         cfg.features.readout = cfg.features.pooling  # the alias wins: it was set explicitly
         cfg.features.pooling = None

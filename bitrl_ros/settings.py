@@ -222,6 +222,16 @@ GUARD = (
             "times its fitted scale (serialize/field_scales.json) is a glitch", 1.0, None),
 )
 
+# -- train.aqn: adaptive quantization noise (QeRL) on the encoder's normalization gains (backbone/noise.py) -------
+AQN = (
+    Setting("enabled", False, "Gaussian noise on the policy backbone's normalization gains while collecting "
+            "rollouts, resampled per rollout (evaluation and the ROS graph never add it)"),
+    Setting("stages", 10, "training split into this many equal stages: none in the first, then sigma decays "
+            "geometrically from sigma_start to sigma_end", 2, 1000),
+    Setting("sigma_start", 1.0e-2, "noise std of the second stage", 0.0, 1.0, low_open=True),
+    Setting("sigma_end", 1.0e-4, "noise std of the last stage (<= sigma_start)", 0.0, 1.0, low_open=True),
+)
+
 # -- train (top level) --------------------------------------------------------------------------------------------
 SEED = Setting("seed", 0, "seed of the environments, the heads and action sampling", 0, 2**31 - 1)
 BACKBONE = Setting("backbone", DEFAULT_BACKBONE, "backbone id (bitrl backbones) or a model directory; mlp: the "

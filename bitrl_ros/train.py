@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bitrl_ros.backbone import load_backbone
+from bitrl_ros.backbone.noise import aqn_sigma
 from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
@@ -31,7 +32,7 @@ from bitrl_ros.serialize import get_serializer
 
 METRIC_FIELDS = [
     "update", "global_step", "episodes", "mean_return", "steps_per_s", "policy_loss", "value_loss",
-    "entropy", "approx_kl", "clip_fraction", "grad_norm", "explained_variance", "cache_hit_rate",
+    "entropy", "approx_kl", "clip_fraction", "grad_norm", "explained_variance", "cache_hit_rate", "aqn_sigma",
 ]
 
 
@@ -118,6 +119,8 @@ class Trainer:
                                                  if error else "checkpoints are written again"))
         self.global_step = 0
         self.update_idx = 0
+        self._sigma = 0.0      # AQN noise std of the current rollout
+        self._missions = None  # the missions of the latest observations (language-conditioned envs)
         self.episode_log: list[tuple[int, float, int]] = []  # (global_step, return, length)
         self.episode_success: list[bool] = []  # per finished episode, for envs that report success
         self._metrics_writer = None
@@ -177,8 +180,22 @@ class Trainer:
                     self.episode_success.append(bool(infos["final_info"]["success"][i]))
                 self._returns[i] = 0.0
             self.global_step += self.ppo_cfg.num_envs
+            self._missions = missions
             feats = learner.normalize(self.encoder(obs, missions))
         return obs, feats
+
+    def _resample_noise(self, rollout: int) -> bool:
+        """AQN (train.aqn): the noise of the rollout about to start, drawn anew from a seed of the run's seed and
+        the rollout's index; whether the encoder's gains changed.
+        """
+        a = self.cfg.aqn
+        if not a.enabled:
+            return False
+        backbone = self.encoder.backbone
+        before = backbone.noise_tag
+        self._sigma = aqn_sigma(self.global_step, self.cfg.total_steps, a.stages, a.sigma_start, a.sigma_end)
+        backbone.set_norm_noise(self._sigma, seed=self.cfg.seed * 100_003 + self.global_step // rollout)
+        return backbone.noise_tag != before
 
     def _accept(self, obs: np.ndarray) -> np.ndarray:
         """The observations the agent uses (train.guard: a glitched one is rejected or clipped), remembered."""
@@ -193,7 +210,7 @@ class Trainer:
         self._metrics_writer.writerow({
             "update": self.update_idx, "global_step": self.global_step, "episodes": len(self.episode_log),
             "mean_return": self.mean_return(), "steps_per_s": sps,
-            "cache_hit_rate": enc.get("cache_hit_rate", ""),
+            "cache_hit_rate": enc.get("cache_hit_rate", ""), "aqn_sigma": self._sigma,
             **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
         })
         self._metrics_file.flush()
@@ -225,7 +242,8 @@ class Trainer:
         num_updates = max(1, -(-cfg.total_steps // rollout))
         obs, infos = self.envs.reset(seed=cfg.seed + 1000 * self.update_idx)
         self._returns[:] = 0.0
-        feats = self.learner.normalize(self.encoder(self._accept(obs), missions_of(infos, self.spec)))
+        self._missions = missions_of(infos, self.spec)
+        feats = self.learner.normalize(self.encoder(self._accept(obs), self._missions))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
         self._metrics_file = metrics_path.open("w" if new_file else "a", newline="")
@@ -238,11 +256,16 @@ class Trainer:
         self._step_start = step_start = self.global_step
         try:
             while self.update_idx < num_updates:
+                if self._resample_noise(rollout):
+                    # The rollout's first state under the rollout's own noise (already counted in the statistics).
+                    feats = self.learner.normalize(self.encoder(obs, self._missions), update=False)
                 obs, feats = self._collect(obs, feats)
                 self.learner.update_if_ready(feats)
         finally:
             self._bar.close()
             self._metrics_file.close()
+            if self.encoder.backbone is not None:
+                self.encoder.backbone.set_norm_noise(0.0)  # evaluation and whatever follows run clean
         wall = time.perf_counter() - t_start
         self._write_episodes()
         evaluation = self.evaluate(cfg.eval_episodes) if cfg.eval_episodes else None

@@ -76,6 +76,7 @@ class Backbone:
         self._hits = 0
         self._misses = 0
         self.cache_off_reason = ""  # why the cache switched itself off ("" while it is on, or never was)
+        self._norm_noise = None     # noise.NormNoise, made on the first set_norm_noise
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -102,7 +103,7 @@ class Backbone:
                       normalize: bool = False) -> np.ndarray:
         """Pooled features float32 [B, hidden_size]; cached rows skip the model, misses run as one batch."""
         _check_pooling(pooling)
-        keys = [(self._checked(ids), pooling) for ids in token_id_lists]
+        keys = [(self._checked(ids), pooling, self.noise_tag) for ids in token_id_lists]
         out = self._cached(keys, self.hidden_size, lambda missing: self._run([_ids(k[0]) for k in missing], pooling))
         if normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -119,7 +120,8 @@ class Backbone:
         for ids, fields in zip(token_id_lists, token_field_lists):
             if len(fields) != len(ids):
                 raise ValueError(f"{len(fields)} token fields for {len(ids)} token ids")
-            keys.append((self._checked(ids), np.asarray(fields, dtype=np.int16).tobytes(), num_fields))
+            keys.append((self._checked(ids), np.asarray(fields, dtype=np.int16).tobytes(), num_fields,
+                         self.noise_tag))
         width = num_fields * self.hidden_size
 
         def run(missing):
@@ -127,6 +129,23 @@ class Backbone:
             return [field_means(h[: len(k[0]) // _ID_BYTES], np.frombuffer(k[1], dtype=np.int16), num_fields)
                     .reshape(width) for k, h in zip(missing, states)]
         return self._cached(keys, width, run)
+
+    @property
+    def noise_tag(self) -> tuple | None:
+        """(sigma, seed) of the normalization-gain noise in place (AQN, noise.py); None: clean. Part of every
+        cache key, so that noisy and clean features never mix.
+        """
+        return None if self._norm_noise is None else self._norm_noise.tag
+
+    def set_norm_noise(self, sigma: float, seed: int = 0) -> None:
+        """Gaussian noise of std ``sigma`` on the normalization gains from here on (0: the clean gains)."""
+        if self._norm_noise is None:
+            if sigma == 0:
+                return
+            from .noise import NormNoise
+
+            self._norm_noise = NormNoise(self.engine)
+        self._norm_noise.apply(sigma, seed)
 
     def _checked(self, ids) -> bytes:
         """The ids as the cache key: int32 bytes (a tenth of a tuple of ints' memory, hashed as fast)."""

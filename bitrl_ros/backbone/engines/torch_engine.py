@@ -28,6 +28,22 @@ class TorchEngine:
         with torch.inference_mode():
             return self.model(ids, attention_mask=mask), mask, lengths
 
+    def _norms(self) -> dict[str, nn.Module]:
+        from ..bitnet import RMSNorm
+
+        return {name: m for name, m in self.model.named_modules() if isinstance(m, (nn.LayerNorm, RMSNorm))}
+
+    def norm_gain_keys(self) -> list[str]:
+        """Module names of every normalization layer (LayerNorm / RMSNorm) whose weight is a gain."""
+        return [name for name, m in self._norms().items() if getattr(m, "weight", None) is not None]
+
+    def get_norm_gain(self, key: str) -> np.ndarray:
+        return self._norms()[key].weight.detach().float().numpy().copy()
+
+    def set_norm_gain(self, key: str, gain: np.ndarray) -> None:
+        with torch.no_grad():
+            self._norms()[key].weight.copy_(torch.from_numpy(np.asarray(gain, dtype=np.float32)))
+
     def hidden(self, seqs: list[list[int]]) -> np.ndarray:
         """Last-layer token states float32 [B, T_max, hidden], zeros at padding (as the native engine)."""
         hidden, mask, _ = self._forward(seqs)

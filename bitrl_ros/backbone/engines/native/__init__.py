@@ -196,6 +196,29 @@ class NativeEncoder:
             ids[i, : len(s)] = s
         return ids, lengths
 
+    def norm_gain_keys(self) -> list[tuple[str, int]]:
+        """(native tensor name, layer) of every normalization gain (LayerNorm / RMSNorm weights; not biases)."""
+        if isinstance(self.native, _native.BertModel):
+            top, per_layer = ["emb_norm.weight"], ["attn_norm.weight", "ffn_norm.weight"]
+        else:
+            top, per_layer = ["norm"], ["input_layernorm", "post_attention_layernorm", "attn_sub_norm",
+                                        "ffn_sub_norm"]
+        keys = [(name, -1) for name in top]
+        layer = 0
+        while True:
+            try:
+                self.native.norm_tensor(per_layer[0], layer)
+            except ValueError:  # past the last layer
+                return keys
+            keys += [(name, layer) for name in per_layer]
+            layer += 1
+
+    def get_norm_gain(self, key: tuple[str, int]) -> np.ndarray:
+        return self.native.norm_tensor(*key)
+
+    def set_norm_gain(self, key: tuple[str, int], gain: np.ndarray) -> None:
+        self.native.set_tensor(key[0], key[1], np.ascontiguousarray(gain, dtype=np.float32))
+
     def run(self, seqs: list[list[int]], pooling: str) -> np.ndarray:
         ids, lengths = self._pad(seqs)
         return self.native.forward(ids, lengths, pooling)

@@ -103,6 +103,12 @@ void common(Cls& c) {
       }, py::arg("ids"), py::arg("lengths") = py::none(), py::arg("pooling") = "mean",
          "ids int32 [B, T] (right padded) + lengths [B] -> pooled [B, H] (mean/cls/last) or [B, T, H] (none)")
       .def("set_tensor", &set_tensor<M>, py::arg("name"), py::arg("layer"), py::arg("data"))
+      .def("norm_tensor", [](const M& m, const std::string& name, int layer) {
+        const std::vector<float>& v = m.norm_tensor(name, layer);
+        py::array_t<float> out(static_cast<py::ssize_t>(v.size()));
+        std::copy(v.begin(), v.end(), out.mutable_data());
+        return out;
+      }, py::arg("name"), py::arg("layer"), "a copy of a normalization tensor (one of set_tensor's norm names)")
       .def("set_embedding_int8", &set_embedding_int8<M>, py::arg("name"), py::arg("q"), py::arg("scales"),
            py::arg("first_row") = 0,
            "token-embedding rows as int8 [rows, H] with one float32 scale per row, from first_row on (the whole "

@@ -162,6 +162,8 @@ class BertModel : public ModelBase {
   // Float tensors: "word" [vocab, H], "position" [max_pos, H], "token_type" [types, H], "emb_norm.weight",
   // "emb_norm.bias" [H]; per layer i: "attn_norm.weight/bias", "ffn_norm.weight/bias" [H].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
+  // A normalization tensor as set (one of set_tensor's norm names), e.g. to perturb and restore its gains.
+  const std::vector<float>& norm_tensor(const std::string& name, int layer) const;
   // "word" as int8 rows [vocab, H] with one scale per row [vocab].
   void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales,
                           size_t first_row = 0);
@@ -206,6 +208,8 @@ class BitNetModel : public ModelBase {
   // "embed_tokens" [vocab, H], "norm" [H]; per layer: "input_layernorm", "post_attention_layernorm",
   // "attn_sub_norm" [H], "ffn_sub_norm" [I].
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
+  // A normalization gain as set (one of set_tensor's norm names), e.g. to perturb and restore it.
+  const std::vector<float>& norm_tensor(const std::string& name, int layer) const;
   // "embed_tokens" as int8 rows [vocab, H] with one scale per row [vocab].
   void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales,
                           size_t first_row = 0);

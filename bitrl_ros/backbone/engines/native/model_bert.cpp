@@ -38,6 +38,21 @@ void BertModel::set_tensor(const std::string& name, int layer, const float* data
   throw std::invalid_argument("unknown BERT layer tensor '" + name + "'");
 }
 
+const std::vector<float>& BertModel::norm_tensor(const std::string& name, int layer) const {
+  if (layer < 0) {
+    if (name == "emb_norm.weight") return emb_norm_w_;
+    if (name == "emb_norm.bias") return emb_norm_b_;
+    throw std::invalid_argument("unknown BERT norm tensor '" + name + "'");
+  }
+  if (layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
+  const Layer& L = layers_[layer];
+  if (name == "attn_norm.weight") return L.attn_norm_w;
+  if (name == "attn_norm.bias") return L.attn_norm_b;
+  if (name == "ffn_norm.weight") return L.ffn_norm_w;
+  if (name == "ffn_norm.bias") return L.ffn_norm_b;
+  throw std::invalid_argument("unknown BERT layer norm tensor '" + name + "'");
+}
+
 void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
                            const float* bias) {
   if (layer < 0 || layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");

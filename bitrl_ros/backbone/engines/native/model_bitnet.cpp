@@ -51,6 +51,20 @@ void BitNetModel::set_tensor(const std::string& name, int layer, const float* da
   throw std::invalid_argument("unknown BitNet layer tensor '" + name + "'");
 }
 
+const std::vector<float>& BitNetModel::norm_tensor(const std::string& name, int layer) const {
+  if (layer < 0) {
+    if (name == "norm") return norm_;
+    throw std::invalid_argument("unknown BitNet norm tensor '" + name + "'");
+  }
+  if (layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
+  const Layer& L = layers_[layer];
+  if (name == "input_layernorm") return L.input_norm;
+  if (name == "post_attention_layernorm") return L.post_attn_norm;
+  if (name == "attn_sub_norm") return L.attn_sub_norm;
+  if (name == "ffn_sub_norm") return L.ffn_sub_norm;
+  throw std::invalid_argument("unknown BitNet layer norm tensor '" + name + "'");
+}
+
 void BitNetModel::set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
                              const float* bias) {
   if (layer < 0 || layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
