@@ -14,6 +14,11 @@ fixed numbers, balance, entropy 0.01); only the backbone or the named keys diffe
              linears' inputs per token)
   hybrid-int8 the paper's recommended configuration: the policy reads the distilled ternary encoder, the value
              head the INT8 teacher (critic_backbone=minilm-int8)
+  aqn        ternary with QeRL's adaptive quantization noise on the encoder's norm gains (train.aqn defaults)
+The paper's Table IV ablations, each against `ternary`:
+  no-grad-clip        ppo.max_grad_norm 1000 (the heads' gradient norms stay far below it: never clipped)
+  standard-ppo        the textbook PPO coefficients: clip 0.2, entropy 0.01 (ours: clip 0.1)
+  value-only-ternary  only the value head's backbone ternary: the policy reads the FP32 teacher
 
 Per cell, besides table2's columns: the training-dynamics columns of the paper's Table V (initial and final
 entropy, final value loss, grad-norm variance, steps to 90% of the final return). The bits per weight and storage
@@ -45,6 +50,10 @@ AGENTS = {
     "int4-g32": {"backbone": "minilm-int4-g32"},
     "nvfp4": {"backbone": "minilm-nvfp4"},
     "hybrid-int8": {"backbone": "minilm-bitnet-distilled", "critic_backbone": "minilm-int8"},
+    "aqn": {"backbone": "minilm-bitnet-distilled", "aqn.enabled": True},
+    "no-grad-clip": {"backbone": "minilm-bitnet-distilled", "ppo.max_grad_norm": 1000.0},
+    "standard-ppo": {"backbone": "minilm-bitnet-distilled", "ppo.clip_coef": 0.2, "ppo.ent_coef": 0.01},
+    "value-only-ternary": {"backbone": "minilm-fp32", "critic_backbone": "minilm-bitnet-distilled"},
 }
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
 
