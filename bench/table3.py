@@ -15,6 +15,8 @@ fixed numbers, balance, entropy 0.01); only the backbone or the named keys diffe
   hybrid-int8 the paper's recommended configuration: the policy reads the distilled ternary encoder, the value
              head the INT8 teacher (critic_backbone=minilm-int8)
   aqn        ternary with QeRL's adaptive quantization noise on the encoder's norm gains (train.aqn defaults)
+  nvfp4-acting
+             ternary, the policy acting with an NVFP4 copy of its head (ppo.acting_precision=nvfp4)
 The paper's Table IV ablations, each against `ternary`:
   no-grad-clip        ppo.max_grad_norm 1000 (the heads' gradient norms stay far below it: never clipped)
   standard-ppo        the textbook PPO coefficients: clip 0.2, entropy 0.01 (ours: clip 0.1)
@@ -51,6 +53,7 @@ AGENTS = {
     "nvfp4": {"backbone": "minilm-nvfp4"},
     "hybrid-int8": {"backbone": "minilm-bitnet-distilled", "critic_backbone": "minilm-int8"},
     "aqn": {"backbone": "minilm-bitnet-distilled", "aqn.enabled": True},
+    "nvfp4-acting": {"backbone": "minilm-bitnet-distilled", "ppo.acting_precision": "nvfp4"},
     "no-grad-clip": {"backbone": "minilm-bitnet-distilled", "ppo.max_grad_norm": 1000.0},
     "standard-ppo": {"backbone": "minilm-bitnet-distilled", "ppo.clip_coef": 0.2, "ppo.ent_coef": 0.01},
     "value-only-ternary": {"backbone": "minilm-fp32", "critic_backbone": "minilm-bitnet-distilled"},

@@ -146,6 +146,7 @@ def _positive_int_list(value) -> str | None:
 
 
 # -- PPO (train.ppo in config/train.yaml; ppo.* of the policy_value node) -----------------------------------------
+ACTING_PRECISIONS = ("fp32", "nvfp4")
 PPO = (
     Setting("clip_coef", 0.1, "PPO clip range", 0.0, 1.0, low_open=True, high_open=True),
     # 0.01 by measurement (text-only CartPole solves in 5 of 5 seeds instead of 0 of 5, bench/README.md); the
@@ -171,10 +172,13 @@ PPO = (
     Setting("adam_eps", 1e-5, "Adam epsilon", 0.0, 1.0, low_open=True),
     Setting("hidden_sizes", [256, 128], "hidden widths of each head's MLP", kind=list,
             extra_check=_positive_int_list, allowed_text="a non-empty list of integers >= 1"),
+    Setting("acting_precision", "fp32", "weights the policy acts with: fp32, or nvfp4 (QeRL's rollout idea: an "
+            "NVFP4 copy of the policy head's weight matrices, refreshed after every update, while PPO updates the "
+            "fp32 masters)", choices=ACTING_PRECISIONS),
 )
 # The PPO settings a policy_value node exposes as `ppo.<name>` (it learns from one stream: num_envs = 1).
 NODE_PPO = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-            "policy_lr", "value_lr", "gamma", "gae_lambda")
+            "policy_lr", "value_lr", "gamma", "gae_lambda", "acting_precision")
 NODE_PPO_DEFAULTS = {"num_steps": 2048}  # one stream: the same 2048-step rollout as train's 8 x 256
 
 # -- train.serializer ---------------------------------------------------------------------------------------------

@@ -258,3 +258,29 @@ def test_an_unwritable_checkpoint_path_does_not_stop_learning(tmp_path):
                             checkpoint_dir=blocker / "ckpt", on_checkpoint=events.append)
     _bandit_stream(learner, 2 * 128 + 1)
     assert learner.ppo.num_updates == 2 and len(events) == 1 and str(blocker) in events[0]
+
+
+@pytest.mark.parametrize("updates", ["inline", "thread"])
+def test_nvfp4_acting_copy_is_the_round_trip_of_the_fp32_masters(updates):
+    from bitrl_ros.backbone.precision import round_trip
+
+    cfg = PPOConfig(num_envs=1, num_steps=128, minibatch_size=32, update_epochs=2, acting_precision="nvfp4")
+    learner = OnlineLearner(4, SPACE, cfg, seed=3, normalize_reward=False, updates=updates)
+
+    def check():
+        assert learner.actor is not learner.ppo
+        for (name, master), (_, acting) in zip(learner.ppo.policy.named_parameters(),
+                                               learner.actor.policy.named_parameters()):
+            if name.endswith(".weight"):
+                assert np.array_equal(acting.detach().numpy(), round_trip(master.detach().numpy(), "nvfp4"))
+                assert not torch.equal(acting, master)
+            else:
+                assert torch.equal(acting, master)   # biases stay fp32
+        for master, acting in zip(learner.ppo.value_head.parameters(), learner.actor.value_head.parameters()):
+            assert torch.equal(acting, master)       # only the policy acts in NVFP4
+    check()
+    _bandit_stream(learner, 2 * 128 + 1, wait=True)
+    learner.act(learner.normalize(np.zeros((1, 4), dtype=np.float32)))  # takes in the newest weights
+    assert learner.ppo.num_updates == 2 and learner.policy_version == 2
+    check()
+    learner.close()

@@ -31,6 +31,7 @@ import time
 from typing import Callable
 
 import numpy as np
+import torch
 
 from bitrl_ros.errors import CheckpointError
 from bitrl_ros.features import FeatureLayout
@@ -109,9 +110,11 @@ class OnlineLearner:
         self.input_scale = None if layout is None else layout.input_scale()
         self.updates = updates
         self.background = updates != "inline"
-        # In the background modes the actor owns separate heads; inline it is the learner's PPO itself. In
-        # "process" mode self.ppo mirrors the child's (loaded from each update's result).
-        self.actor = copy.deepcopy(self.ppo) if self.background else self.ppo
+        self.nvfp4_acting = config.acting_precision == "nvfp4"
+        # In the background modes the actor owns separate heads; inline it is the learner's PPO itself (unless it
+        # acts in NVFP4: then always a copy, its policy head quantized from the masters). In "process" mode
+        # self.ppo mirrors the child's (loaded from each update's result).
+        self.actor = self._new_actor()
         self.feature_norm = ObservationNormalizer((feature_dim,)) if normalize_features else None
         self.reward_norm = RewardNormalizer(config.num_envs, config.gamma) if normalize_reward else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -305,11 +308,13 @@ class OnlineLearner:
         self.consecutive_failures = 0
         version = self.ppo.num_updates
         if self.background:
-            weights = (copy.deepcopy(self.ppo.policy.state_dict()), copy.deepcopy(self.ppo.value_head.state_dict()),
-                       version)
+            weights = (self._acting_policy_weights(), copy.deepcopy(self.ppo.value_head.state_dict()), version)
             with self._lock:
                 self._new_weights = weights
         else:
+            if self.nvfp4_acting:
+                self.actor.policy.load_state_dict(self._acting_policy_weights())
+                self.actor.value_head.load_state_dict(self.ppo.value_head.state_dict())
             self.policy_version = version
         if self.checkpoint_dir is not None:
             self._checkpoint_outcome(result.checkpoint_error)
@@ -344,6 +349,28 @@ class OnlineLearner:
             self.learning_stopped = True
         if self.on_failure is not None:
             self.on_failure(problem, self.learning_stopped)
+
+    def _new_actor(self):
+        if not (self.background or self.nvfp4_acting):
+            return self.ppo
+        actor = copy.deepcopy(self.ppo)
+        if self.nvfp4_acting:
+            actor.policy.load_state_dict(self._acting_policy_weights())
+        return actor
+
+    def _acting_policy_weights(self) -> dict:
+        """The policy head's weights the actor takes: a copy of the masters', every linear weight matrix as its
+        NVFP4 round trip when acting in NVFP4 (biases and log_std stay fp32, as in weight-only NVFP4).
+        """
+        state = copy.deepcopy(self.ppo.policy.state_dict())
+        if self.nvfp4_acting:
+            from bitrl_ros.backbone.precision import round_trip
+
+            for name, module in self.ppo.policy.named_modules():
+                if isinstance(module, torch.nn.Linear):
+                    key = f"{name}.weight"
+                    state[key] = torch.from_numpy(round_trip(state[key].float().numpy(), "nvfp4"))
+        return state
 
     def _swap_in_new_weights(self) -> None:
         if self._new_weights is None:
@@ -395,8 +422,7 @@ class OnlineLearner:
         if self.reward_norm is not None and extra.get("reward_norm"):
             self.reward_norm.load_state_dict(extra["reward_norm"])
         self.policy_version = int(extra.get("policy_version", self.ppo.num_updates))
-        if self.background:
-            self.actor = copy.deepcopy(self.ppo)
+        self.actor = self._new_actor()
         if self._process is not None:
             self._process.restore(self.ppo.snapshot())
         return extra
