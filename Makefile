@@ -86,6 +86,15 @@ test-launch: launch-setup
 	@mkdir -p build/ros_log
 	BITRL_COLCON_WS=$(abspath $(COLCON_WS)) BITRL_REQUIRE_LAUNCH=1 $(PY) -m pytest -q test/test_launch.py
 
+# Optional: Ray for the sweeps' --ray (bench/ray_sweep.py); test-sweep runs the Ray path on two tiny cells (CI).
+.PHONY: sweep-setup test-sweep
+sweep-setup: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-sweep.txt
+
+test-sweep: sweep-setup
+	@mkdir -p build/ros_log
+	BITRL_REQUIRE_RAY=1 $(PY) -m pytest -q test/test_sweep_ray.py
+
 # Optional: llama-cpp-python (built from source, no llava) + gguf for bench/native_vs_llamacpp.py. Not part of setup.
 .PHONY: bench-setup
 bench-setup: setup

@@ -119,7 +119,7 @@ def main():
         jobs = parse_cells(args.cells) if args.cells else [
             (env, agent, seed) for env in args.envs for agent in args.agents for seed in range(args.seeds)]
         run_sweep(jobs, BUDGETS.get, lambda c: f"success {c['success_rate']:.2f}, greedy {c['eval_success_rate']:.2f} "
-                  f"({c['steps_per_s']:.0f} steps/s)", RESULTS, overrides_of, RUNS, args.force, args.jobs)
+                  f"({c['steps_per_s']:.0f} steps/s)", RESULTS, overrides_of, RUNS, args.force, args.jobs, args.ray)
     rebuild()
 
 

@@ -28,7 +28,7 @@ ratio).
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed, ThreadPoolExecutor
 import csv
 import json
 import os
@@ -245,6 +245,11 @@ def plot_curves(data: dict, agents, prefix: str, style=lambda agent: "-") -> Non
 def add_sweep_arguments(parser) -> None:
     """The options every sweep script shares (run_sweep's)."""
     parser.add_argument("--jobs", type=int, default=2, help="cells run at once, one core each")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="fan the cells out with Ray (make sweep-setup installs it): alone, a Ray instance on "
+                             "this machine (--jobs cells at once); with a cluster's address (ray://host:10001 or "
+                             "host:6379), one cell per free CPU of the cluster, whose nodes need this project at "
+                             "the same path")
     parser.add_argument("--cells", nargs="+", default=None, metavar="ENV/AGENT/sSEED",
                         help="run exactly these cells, in this order (instead of --envs x --agents x seeds)")
     parser.add_argument("--force", action="store_true", help="rerun cells already in the JSON")
@@ -257,24 +262,32 @@ def parse_cells(cells: list[str]) -> list[tuple[str, str, int]]:
 
 
 def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, overrides_of=None, runs: Path = RUNS,
-              force: bool = False, workers: int = 2) -> None:
+              force: bool = False, workers: int = 2, ray_address: str | None = None) -> float | None:
     """Run the (env, agent, seed) jobs not yet in the results JSON (all with force), `workers` at once, merging
     each finished cell at once; steps_of(env) is the budget, overrides_of(env, agent) the cell's backbone and --set
-    keys (default AGENTS[agent]), describe(cell) the line printed per finished cell.
+    keys (default AGENTS[agent]), describe(cell) the line printed per finished cell. ray_address: run the cells as
+    Ray tasks instead of local threads ("local": a Ray instance on this machine with `workers` CPUs; else the
+    address of a running cluster); the driver gathers and merges them the same way. Returns the seconds Ray took
+    to start (None without Ray).
     """
     done = load_results(results)["cells"]
     todo = [j for j in jobs if force or cell_id(*j) not in done]
     print(f"{len(todo)} cells to run", flush=True)
+    args = [(env, agent, seed, steps_of(env), None if overrides_of is None else overrides_of(env, agent), runs)
+            for env, agent, seed in todo]
 
-    def one(job):
-        env, agent, seed = job
-        cell = run_cell(env, agent, seed, steps_of(env), None if overrides_of is None else overrides_of(env, agent),
-                        runs)
+    def finished(cell):
         save_cell(cell, results)
-        print(f"{cell_id(*job)}: {describe(cell)}", flush=True)
+        print(f"{cell_id(cell['env'], cell['agent'], cell['seed'])}: {describe(cell)}", flush=True)
 
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, todo))
+    if ray_address is None:
+        with ThreadPoolExecutor(workers) as pool:
+            for future in as_completed([pool.submit(run_cell, *a) for a in args]):
+                finished(future.result())
+        return None
+    from ray_sweep import run_cells_on_ray
+
+    return run_cells_on_ray(args, finished, ray_address, workers)
 
 
 def rebuild() -> None:
@@ -306,7 +319,7 @@ def main():
         run_sweep(jobs, lambda env: int(BUDGETS[env] * args.steps_scale),
                   lambda c: f"final {c['final_return']:.1f} eval {c['eval_return']:.1f} solved at "
                             f"{c['steps_to_threshold']} ({c['steps_per_s']:.0f} steps/s)",
-                  force=args.force, workers=args.jobs)
+                  force=args.force, workers=args.jobs, ray_address=args.ray)
     rebuild()
 
 

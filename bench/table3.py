@@ -137,7 +137,7 @@ def main():
             (env, agent, seed) for env in args.envs for agent in args.agents for seed in range(args.seeds)]
         run_sweep(jobs, BUDGETS.get, lambda c: f"final {c['final_return']:.1f} eval {c['eval_return']:.1f} "
                   f"({c['steps_per_s']:.0f} steps/s)", RESULTS, lambda env, agent: AGENTS[agent], RUNS,
-                  args.force, args.jobs)
+                  args.force, args.jobs, args.ray)
     rebuild()
 
 
