@@ -66,6 +66,14 @@ def measure(backbone_id: str, n: int, repeats: int) -> dict:
             best = min(best, (time.perf_counter() - t0) / len(ids))
         return best
     t_teacher, t_ours = per_state(teacher), per_state(ours)
+    by_isa = {}
+    if ours.engine_name == "native":  # every kernel path this CPU has, next to the teacher
+        from bitrl_ros.backbone.engines.native import _native
+
+        for isa in _native.available_isas():
+            ours.engine.native.isa = isa
+            by_isa[isa] = per_state(ours) / t_teacher
+        ours.engine.native.isa = _native.best_isa()
     if ours.model is None:   # straight from its model file into the native engine: storage from the torch copy
         ours_torch = load_backbone(backbone_id, cache_mb=0, engine="torch")
         st = storage(ours_torch.model)
@@ -73,7 +81,8 @@ def measure(backbone_id: str, n: int, repeats: int) -> dict:
         st = storage(ours.model)
     return {**st, "engine": ours.engine_name, "cosine_to_teacher_mean": float(cos.mean()),
             "cosine_to_teacher_min": float(cos.min()), "ms_per_state": t_ours * 1e3,
-            "teacher_ms_per_state": t_teacher * 1e3, "time_vs_teacher": t_ours / t_teacher}
+            "teacher_ms_per_state": t_teacher * 1e3, "time_vs_teacher": t_ours / t_teacher,
+            "time_vs_teacher_by_isa": by_isa}
 
 
 def rss_of_loading(backbone_id: str) -> float:
@@ -105,11 +114,12 @@ def main():
                                    "peak_rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                                    "backbones": rows}, indent=1))
     print("\n| backbone | engine | bits/weight (linears) | stored MB | peak RSS MB | cosine to FP32 (mean / min) | "
-          "ms per state | x FP32 time |\n|---|---|---|---|---|---|---|---|")
+          "ms per state | x FP32 time | x FP32 time per kernel path |\n|---|---|---|---|---|---|---|---|---|")
     for b, r in rows.items():
+        isas = ", ".join(f"{k} {v:.2f}" for k, v in r["time_vs_teacher_by_isa"].items()) or "-"
         print(f"| `{b}` | {r['engine']} | {r['bits_per_linear_weight']:.2f} | {r['total_bytes'] / 2**20:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['cosine_to_teacher_mean']:.4f} / {r['cosine_to_teacher_min']:.4f} | "
-              f"{r['ms_per_state']:.2f} | {r['time_vs_teacher']:.2f} |")
+              f"{r['ms_per_state']:.2f} | {r['time_vs_teacher']:.2f} | {isas} |")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ class QuantizedLinear(nn.Linear):
         self.requires_grad_(False)
         self.weight_format = weight_format
         self.stored_bytes = packed.nbytes()
+        # The int8 weights themselves, for the native engine's int8 path (the other formats run in torch only).
+        self.packed = packed if weight_format == "int8" else None
         self.activations = ACTIVATIONS[weight_format]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Inference engines behind a Backbone.
 
 ``torch``: the reference (fake-quantized ternary or fp32 modules, the only engine that trains).
-``native``: the C++ engine (``engines.native``): the whole forward pass on packed ternary weights and int8
-activations; only for models whose linears are all frozen BitLinears.
-``auto``: native when the model is ternary and the extension is built, else torch.
+``native``: the C++ engine (``engines.native``): the whole forward pass on packed ternary weights (or, in a BERT
+encoder, per-channel int8 ones) and int8 activations; only for models whose linears are all frozen BitLinears or
+int8 QuantizedLinears (torch_engine.native_runs).
+``auto``: native when the native engine runs the model and the extension is built, else torch.
 
 An engine has ``name``, ``run(seqs, pooling) -> np.ndarray float32 [len(seqs), hidden]`` (token id lists,
 unpadded; pooling mean / cls / last) and ``hidden(seqs) -> float32 [len(seqs), T_max, hidden]`` (per-token

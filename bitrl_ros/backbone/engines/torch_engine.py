@@ -63,9 +63,24 @@ class TorchEngine:
 
 
 def is_ternary(model: nn.Module) -> bool:
-    """Whether every linear layer of ``model`` is a frozen BitLinear (what the native engine can run)."""
+    """Whether every linear layer of ``model`` is a frozen BitLinear."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return bool(linears) and all(isinstance(m, BitLinear) and m.frozen for m in linears)
+
+
+def native_runs(model: nn.Module) -> bool:
+    """Whether the native engine runs every linear layer of ``model``: frozen BitLinears, or (in a BERT
+    encoder) int8 QuantizedLinears.
+    """
+    from ..bert import BertEncoder
+    from ..variants import QuantizedLinear
+
+    def runs(m):
+        if isinstance(m, BitLinear):
+            return m.frozen
+        return isinstance(m, QuantizedLinear) and m.weight_format == "int8" and isinstance(model, BertEncoder)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return bool(linears) and all(runs(m) for m in linears)
 
 
 def make_engine(model: nn.Module, pad_id: int, engine: str = "auto", threads: int = 1):
@@ -80,6 +95,6 @@ def make_engine(model: nn.Module, pad_id: int, engine: str = "auto", threads: in
     if engine == "native":
         return native.NativeEncoder(model, threads=threads)
     ok, _ = native.native_available()
-    if ok and is_ternary(model) and supports(model):
+    if ok and native_runs(model) and supports(model):
         return native.NativeEncoder(model, threads=threads)
     return TorchEngine(model, pad_id)

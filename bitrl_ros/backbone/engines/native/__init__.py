@@ -133,7 +133,8 @@ def assemble(arch: str, cfg, tensor: Callable[[str], np.ndarray],
              embedding_int8: tuple[np.ndarray, np.ndarray] | None = None):
     """A ``_native.BertModel`` / ``_native.BitNetModel`` of the architecture ``arch`` with config ``cfg``, filled
     from two callbacks keyed by state-dict names: ``tensor(key)`` -> a float array, ``linear(module name, out, in)``
-    -> (int8 ternary weight [out, in], scale, bias or None). ``embedding_int8``: the token-embedding table as int8
+    -> (int8 ternary weight [out, in], scale, bias or None), or (int8 weight, per-row scales [out], bias) for an
+    int8 linear (BERT only). ``embedding_int8``: the token-embedding table as int8
     rows and per-row scales, kept so (a quarter of float32's memory) instead of asked of ``tensor``. The one place
     that knows the native model's layout.
     """
@@ -148,8 +149,12 @@ def assemble(arch: str, cfg, tensor: Callable[[str], np.ndarray],
         m.set_tensor(name, layer, np.ascontiguousarray(tensor(key), dtype=np.float32).reshape(-1))
     for (layer, name), (module, out_f, in_f) in linear_plan(arch, cfg).items():
         q, scale, bias = linear(module, out_f, in_f)  # one unpacked weight alive at a time
-        m.set_linear(name, layer, np.ascontiguousarray(q, dtype=np.int8), float(scale),
-                     None if bias is None else np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
+        bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+        if np.ndim(scale) == 1:  # per-row scales: an int8 linear (the INT8 teacher variant)
+            m.set_linear_int8(name, layer, np.ascontiguousarray(q, dtype=np.int8),
+                              np.ascontiguousarray(scale, dtype=np.float32), bias)
+        else:
+            m.set_linear(name, layer, np.ascontiguousarray(q, dtype=np.int8), float(scale), bias)
     m.check_ready()
     return m
 

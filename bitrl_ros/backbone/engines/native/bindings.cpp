@@ -117,6 +117,20 @@ void common(Cls& c) {
            py::arg("bias") = py::none());
 }
 
+// Int8 linears exist for the BERT encoder only (the INT8 critic is the BERT teacher).
+void register_int8_linear(py::class_<BertModel>& c) {
+  c.def("set_linear_int8", [](BertModel& m, const std::string& name, int layer, I8 q, F32 scale, py::object bias) {
+    if (q.ndim() != 2 || scale.ndim() != 1 || scale.shape(0) != q.shape(0))
+      throw std::invalid_argument("an int8 linear needs weights [out, in] and one scale per row [out]");
+    const int out = static_cast<int>(q.shape(0)), in = static_cast<int>(q.shape(1));
+    if (bias.is_none()) return m.set_linear_int8(name, layer, q.data(), out, in, scale.data(), nullptr);
+    F32 b = bias.cast<F32>();
+    if (b.ndim() != 1 || b.shape(0) != out) throw std::invalid_argument("bias must be 1-D [out]");
+    m.set_linear_int8(name, layer, q.data(), out, in, scale.data(), b.data());
+  }, py::arg("name"), py::arg("layer"), py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
+     "a linear with int8 weights [out, in] in [-127, 127] and one float32 scale per output row");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -149,6 +163,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<BertModel> bert(m, "BertModel", "BERT-style post-LN encoder on the ternary kernels");
   bert.def(py::init<const BertConfig&, int>(), py::arg("config"), py::arg("threads") = 1);
   common<BertModel>(bert);
+  register_int8_linear(bert);
 
   py::class_<BitNetModel> bitnet(m, "BitNetModel", "BitNet b1.58 decoder on the ternary kernels");
   bitnet.def(py::init<const BitNetConfig&, int>(), py::arg("config"), py::arg("threads") = 1);

@@ -17,7 +17,16 @@ def supports(model: nn.Module) -> bool:
     return isinstance(model, (BertEncoder, BitNetDecoder))
 
 
+def _int8_module(lin: nn.Module):
+    """The module if it is an int8 QuantizedLinear (the INT8 teacher variant), else None."""
+    from ...variants import QuantizedLinear
+
+    return lin if isinstance(lin, QuantizedLinear) and lin.weight_format == "int8" else None
+
+
 def _ternary_module(lin: nn.Module, name: str) -> BitLinear:
+    if _int8_module(lin) is not None:
+        return lin
     if not isinstance(lin, BitLinear):
         raise NativeEngineError(
             f"the native engine needs ternary linears, but '{name}' is a {type(lin).__name__} (an fp model such as "
@@ -28,9 +37,12 @@ def _ternary_module(lin: nn.Module, name: str) -> BitLinear:
     return lin
 
 
-def _ternary(lin: nn.Module, name: str) -> tuple[np.ndarray, float, np.ndarray | None]:
-    q, scale = _ternary_module(lin, name).ternary()
+def _ternary(lin: nn.Module, name: str) -> tuple[np.ndarray, float | np.ndarray, np.ndarray | None]:
+    """(int8 weight, scale, bias): a ternary weight and its tensor scale, or an int8 one and its row scales."""
     bias = None if lin.bias is None else lin.bias.detach().float().cpu().numpy()
+    if _int8_module(lin) is not None:
+        return lin.packed.arrays["q"], lin.packed.arrays["scale"], bias
+    q, scale = _ternary_module(lin, name).ternary()
     return q.detach().cpu().numpy().astype(np.int8), float(scale), bias
 
 
@@ -51,6 +63,8 @@ def build_native_model(model: nn.Module, threads: int = 1):
     modules = dict(model.named_modules())
     for name, _, _ in linear_plan(model.architecture, model.config).values():  # refuse before building anything
         _ternary_module(modules[name], name)
+        if _int8_module(modules[name]) is not None and not isinstance(model, BertEncoder):
+            raise NativeEngineError(f"'{name}': the native engine runs int8 linears in BERT encoders only")
     state = model.state_dict()
     return assemble(model.architecture, model.config, lambda key: state[key].detach().float().cpu().numpy(),
                     lambda name, out_f, in_f: _ternary(modules[name], name), threads)

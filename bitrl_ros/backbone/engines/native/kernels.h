@@ -71,4 +71,28 @@ void ternary_gemm_f32(const PackedTernary& w, const int8_t* xq, const int32_t* x
                       const float* bias, int tokens, float* y, int32_t* acc_scratch, int row_begin, int row_end,
                       Isa isa);
 
+// Int8 weights (the hybrid critic's INT8 backbone): W [out, in] as symmetric per-output-channel int8 (values in
+// [-127, 127], one float scale per row: w ~= q * scale[r]), rows padded with zero weights to in_padded (the same
+// padding as the ternary layout, so both read the same quantized activations). Products int8 x int8 accumulate
+// exactly in int32 (every SIMD path equals the scalar one bit for bit): y = acc * scale[r] / x_scale + bias.
+struct PackedInt8 {
+  int out = 0, in = 0, in_padded = 0;
+  std::vector<float> scale;   // [out]
+  std::vector<int8_t> q;      // [out, in_padded], row-major
+  std::vector<int32_t> row_sum;  // [out] sum of each row's q: derived (the AVX-512 VNNI path's unsigned trick)
+  size_t bytes() const { return q.size() + scale.size() * sizeof(float); }
+};
+
+// q: row-major int8 [out, in] in [-127, 127]; scale: [out], positive and finite (std::invalid_argument otherwise).
+PackedInt8 pack_int8(const int8_t* q, const float* scale, int out, int in);
+
+// acc [tokens, out] = xq [tokens, in_padded] . W^T, exact int32, rows [row_begin, row_end) of W only.
+// isa: AVX2, AVX-512 VNNI and NEON have vector paths; throws as ternary_gemm_i32 does.
+void int8_gemm_i32(const PackedInt8& w, const int8_t* xq, int tokens, int32_t* acc, int row_begin, int row_end,
+                   Isa isa);
+
+// y [tokens, out] = acc * w.scale[r] / x_scale[t] + bias (bias may be null), rows [row_begin, row_end).
+void int8_gemm_f32(const PackedInt8& w, const int8_t* xq, const float* x_scale, const float* bias, int tokens,
+                   float* y, int32_t* acc_scratch, int row_begin, int row_end, Isa isa);
+
 }  // namespace bitrl

@@ -65,7 +65,7 @@ void EmbeddingTable::row(int32_t id, float* out) const {
   for (size_t d = 0; d < width; ++d) out[d] = static_cast<float>(src[d]) * s;
 }
 
-void set_linear_impl(TernaryLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
+void set_linear_impl(QuantLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
                      const float* bias, int exp_out, int exp_in, bool want_bias) {
   if (out != exp_out || in != exp_in)
     throw std::invalid_argument("linear '" + name + "' has shape [" + std::to_string(out) + ", " +
@@ -78,6 +78,26 @@ void set_linear_impl(TernaryLinear& l, const std::string& name, const int8_t* w,
   if (want_bias && !bias) throw std::invalid_argument("linear '" + name + "' needs a bias");
   if (!want_bias && bias) throw std::invalid_argument("linear '" + name + "' takes no bias");
   l.w = pack_ternary(w, out, in, scale);
+  l.w8 = PackedInt8();
+  l.is_int8 = false;
+  if (bias)
+    l.bias.assign(bias, bias + out);
+  else
+    l.bias.clear();
+  l.set = true;
+}
+
+void set_linear_int8_impl(QuantLinear& l, const std::string& name, const int8_t* q, int out, int in,
+                          const float* scale, const float* bias, int exp_out, int exp_in, bool want_bias) {
+  if (out != exp_out || in != exp_in)
+    throw std::invalid_argument("linear '" + name + "' has shape [" + std::to_string(out) + ", " +
+                                std::to_string(in) + "], expected [" + std::to_string(exp_out) + ", " +
+                                std::to_string(exp_in) + "]");
+  if (want_bias && !bias) throw std::invalid_argument("linear '" + name + "' needs a bias");
+  if (!want_bias && bias) throw std::invalid_argument("linear '" + name + "' takes no bias");
+  l.w8 = pack_int8(q, scale, out, in);
+  l.w = PackedTernary();
+  l.is_int8 = true;
   if (bias)
     l.bias.assign(bias, bias + out);
   else
@@ -115,15 +135,15 @@ void ModelBase::set_isa(Isa isa) {
   isa_ = isa;
 }
 
-void ModelBase::note_linear(const TernaryLinear& l) {
+void ModelBase::note_linear(const QuantLinear& l) {
   if (std::find(all_linears_.begin(), all_linears_.end(), &l) == all_linears_.end()) all_linears_.push_back(&l);
-  max_in_padded_ = std::max(max_in_padded_, l.w.in_padded);
-  max_out_ = std::max(max_out_, l.w.out);
+  max_in_padded_ = std::max(max_in_padded_, l.in_padded());
+  max_out_ = std::max(max_out_, l.out());
 }
 
 size_t ModelBase::weight_bytes() const {
   size_t b = 0;
-  for (const auto* l : all_linears_) b += l->w.bytes();
+  for (const auto* l : all_linears_) b += l->bytes();
   return b;
 }
 
@@ -157,11 +177,11 @@ void ModelBase::ensure_scratch(int n_tokens, int max_seq) {
   }
 }
 
-void ModelBase::linears(const float* x, int tokens, const TernaryLinear* const* lins, float* const* ys, int count) {
-  const int in = lins[0]->w.in, in_padded = lins[0]->w.in_padded;
+void ModelBase::linears(const float* x, int tokens, const QuantLinear* const* lins, float* const* ys, int count) {
+  const int in = lins[0]->in(), in_padded = lins[0]->in_padded();
   quantize_activations(x, tokens, in, in_padded, xq_.data(), x_scale_.data(), x_sum_.data(), isa_);
   int total = 0;
-  for (int l = 0; l < count; ++l) total += lins[l]->w.out;
+  for (int l = 0; l < count; ++l) total += lins[l]->out();
   const int64_t work = static_cast<int64_t>(tokens) * total * in;
   // Chunks of whole 16-row groups over the concatenated output rows of all the linears.
   const int groups = (total + 15) / 16;
@@ -171,13 +191,15 @@ void ModelBase::linears(const float* x, int tokens, const TernaryLinear* const* 
     int end = std::min(total, static_cast<int>(static_cast<int64_t>(groups) * (c + 1) / n_chunks) * 16);
     int offset = 0;
     for (int l = 0; l < count && begin < end; ++l) {
-      const TernaryLinear& lin = *lins[l];
-      int lo = std::max(begin, offset) - offset, hi = std::min(end, offset + lin.w.out) - offset;
-      if (lo < hi)
-        ternary_gemm_f32(lin.w, xq_.data(), x_sum_.data(), x_scale_.data(),
-                         lin.bias.empty() ? nullptr : lin.bias.data(), tokens, ys[l], acc_[t].data(), lo, hi,
-                         isa_);
-      offset += lin.w.out;
+      const QuantLinear& lin = *lins[l];
+      int lo = std::max(begin, offset) - offset, hi = std::min(end, offset + lin.out()) - offset;
+      const float* bias = lin.bias.empty() ? nullptr : lin.bias.data();
+      if (lo < hi && lin.is_int8)
+        int8_gemm_f32(lin.w8, xq_.data(), x_scale_.data(), bias, tokens, ys[l], acc_[t].data(), lo, hi, isa_);
+      else if (lo < hi)
+        ternary_gemm_f32(lin.w, xq_.data(), x_sum_.data(), x_scale_.data(), bias, tokens, ys[l], acc_[t].data(),
+                         lo, hi, isa_);
+      offset += lin.out();
     }
   });
 }

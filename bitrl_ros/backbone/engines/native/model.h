@@ -30,10 +30,17 @@
 
 namespace bitrl {
 
-struct TernaryLinear {
+// A linear layer of the model: ternary weights (w), or per-channel int8 ones (w8, is_int8: the INT8 critic).
+struct QuantLinear {
   PackedTernary w;
+  PackedInt8 w8;
+  bool is_int8 = false;
   std::vector<float> bias;  // empty: no bias
   bool set = false;
+  int out() const { return is_int8 ? w8.out : w.out; }
+  int in() const { return is_int8 ? w8.in : w.in; }
+  int in_padded() const { return is_int8 ? w8.in_padded : w.in_padded; }
+  size_t bytes() const { return is_int8 ? w8.bytes() : w.bytes(); }
 };
 
 // A token-embedding table [rows, width]: float32, or int8 with one float32 scale per row (a quarter of the
@@ -93,9 +100,9 @@ class ModelBase {
 
   // y [tokens, out_l] = linear_l(x) for each of the `count` linears sharing the input x [tokens, in] (one
   // activation quantization, one parallel region splitting all output rows).
-  void linears(const float* x, int tokens, const TernaryLinear* const* lins, float* const* ys, int count);
-  void linear(const float* x, int tokens, const TernaryLinear& lin, float* y) {
-    const TernaryLinear* l[1] = {&lin};
+  void linears(const float* x, int tokens, const QuantLinear* const* lins, float* const* ys, int count);
+  void linear(const float* x, int tokens, const QuantLinear& lin, float* y) {
+    const QuantLinear* l[1] = {&lin};
     float* o[1] = {y};
     linears(x, tokens, l, o, 1);
   }
@@ -141,8 +148,8 @@ class ModelBase {
   std::vector<float> x_;                     // [tokens, hidden]: the residual stream / output
   virtual size_t model_scratch_bytes() const = 0;
 
-  void note_linear(const TernaryLinear& l);
-  std::vector<const TernaryLinear*> all_linears_;
+  void note_linear(const QuantLinear& l);
+  std::vector<const QuantLinear*> all_linears_;
 
  private:
   void ensure_scratch(int n_tokens, int max_seq);
@@ -164,6 +171,9 @@ class BertModel : public ModelBase {
   void set_tensor(const std::string& name, int layer, const float* data, size_t n);
   // A normalization tensor as set (one of set_tensor's norm names), e.g. to perturb and restore its gains.
   const std::vector<float>& norm_tensor(const std::string& name, int layer) const;
+  // A linear layer with int8 weights q [out, in] in [-127, 127] and one scale per output row (the INT8 critic).
+  void set_linear_int8(const std::string& name, int layer, const int8_t* q, int out, int in, const float* scale,
+                       const float* bias);
   // "word" as int8 rows [vocab, H] with one scale per row [vocab].
   void set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales, size_t n_scales,
                           size_t first_row = 0);
@@ -182,9 +192,11 @@ class BertModel : public ModelBase {
 
  private:
   struct Layer {
-    TernaryLinear q, k, v, o, up, down;
+    QuantLinear q, k, v, o, up, down;
     std::vector<float> attn_norm_w, attn_norm_b, ffn_norm_w, ffn_norm_b;
   };
+  // The linear `name` of `layer`, with its expected [out, in] shape.
+  QuantLinear& linear_slot(const std::string& name, int layer, int& exp_out, int& exp_in);
   BertConfig cfg_;
   EmbeddingTable word_;
   std::vector<float> position_, token_type_, emb_norm_w_, emb_norm_b_;
@@ -228,7 +240,7 @@ class BitNetModel : public ModelBase {
 
  private:
   struct Layer {
-    TernaryLinear q, k, v, o, gate, up, down;
+    QuantLinear q, k, v, o, gate, up, down;
     std::vector<float> input_norm, post_attn_norm, attn_sub_norm, ffn_sub_norm;
   };
   BitNetConfig cfg_;

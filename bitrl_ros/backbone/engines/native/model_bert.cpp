@@ -53,22 +53,34 @@ const std::vector<float>& BertModel::norm_tensor(const std::string& name, int la
   throw std::invalid_argument("unknown BERT layer norm tensor '" + name + "'");
 }
 
-void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
-                           const float* bias) {
+QuantLinear& BertModel::linear_slot(const std::string& name, int layer, int& eo, int& ei) {
   if (layer < 0 || layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
   const int H = cfg_.hidden_size, I = cfg_.intermediate_size;
   Layer& L = layers_[layer];
-  TernaryLinear* l = nullptr;
-  int eo = H, ei = H;
-  if (name == "q") l = &L.q;
-  else if (name == "k") l = &L.k;
-  else if (name == "v") l = &L.v;
-  else if (name == "o") l = &L.o;
-  else if (name == "up") { l = &L.up; eo = I; }
-  else if (name == "down") { l = &L.down; ei = I; }
-  else throw std::invalid_argument("unknown BERT linear '" + name + "'");
-  set_linear_impl(*l, name, w, out, in, scale, bias, eo, ei, true);
-  note_linear(*l);
+  eo = ei = H;
+  if (name == "q") return L.q;
+  if (name == "k") return L.k;
+  if (name == "v") return L.v;
+  if (name == "o") return L.o;
+  if (name == "up") { eo = I; return L.up; }
+  if (name == "down") { ei = I; return L.down; }
+  throw std::invalid_argument("unknown BERT linear '" + name + "'");
+}
+
+void BertModel::set_linear(const std::string& name, int layer, const int8_t* w, int out, int in, float scale,
+                           const float* bias) {
+  int eo, ei;
+  QuantLinear& l = linear_slot(name, layer, eo, ei);
+  set_linear_impl(l, name, w, out, in, scale, bias, eo, ei, true);
+  note_linear(l);
+}
+
+void BertModel::set_linear_int8(const std::string& name, int layer, const int8_t* q, int out, int in,
+                                const float* scale, const float* bias) {
+  int eo, ei;
+  QuantLinear& l = linear_slot(name, layer, eo, ei);
+  set_linear_int8_impl(l, name, q, out, in, scale, bias, eo, ei, true);
+  note_linear(l);
 }
 
 void BertModel::set_embedding_int8(const std::string& name, const int8_t* q, size_t n, const float* scales,
@@ -122,7 +134,7 @@ void BertModel::run_stack(int n) {
 
   for (const Layer& L : layers_) {
     {
-      const TernaryLinear* lins[3] = {&L.q, &L.k, &L.v};
+      const QuantLinear* lins[3] = {&L.q, &L.k, &L.v};
       float* ys[3] = {q_.data(), k_.data(), v_.data()};
       linears(x, n, lins, ys, 3);
     }

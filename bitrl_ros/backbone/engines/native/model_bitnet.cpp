@@ -70,7 +70,7 @@ void BitNetModel::set_linear(const std::string& name, int layer, const int8_t* w
   if (layer < 0 || layer >= cfg_.num_layers) throw std::invalid_argument("layer index out of range");
   const int H = cfg_.hidden_size, I = cfg_.intermediate_size, KV = cfg_.num_kv_heads * head_dim_;
   Layer& L = layers_[layer];
-  TernaryLinear* l = nullptr;
+  QuantLinear* l = nullptr;
   int eo = H, ei = H;
   if (name == "q_proj") l = &L.q;
   else if (name == "k_proj") { l = &L.k; eo = KV; }
@@ -134,7 +134,7 @@ void BitNetModel::run_stack(int n) {
   for (const Layer& L : layers_) {
     rms_norm(x, h_.data(), n, H, L.input_norm.data(), eps);
     {
-      const TernaryLinear* lins[3] = {&L.q, &L.k, &L.v};
+      const QuantLinear* lins[3] = {&L.q, &L.k, &L.v};
       float* ys[3] = {q_.data(), k_.data(), v_.data()};
       linears(h_.data(), n, lins, ys, 3);
     }
@@ -158,7 +158,7 @@ void BitNetModel::run_stack(int n) {
     add_inplace(x, h_.data(), static_cast<size_t>(n) * H);
     rms_norm(x, h_.data(), n, H, L.post_attn_norm.data(), eps);
     {
-      const TernaryLinear* lins[2] = {&L.gate, &L.up};
+      const QuantLinear* lins[2] = {&L.gate, &L.up};
       float* ys[2] = {g_.data(), u_.data()};
       linears(h_.data(), n, lins, ys, 2);
     }

@@ -16,8 +16,10 @@ void copy_vec(std::vector<float>& dst, const float* data, size_t n, size_t expec
 
 // Checks shape [exp_out, exp_in], ternary values, a positive finite scale and the presence of a bias exactly when
 // want_bias, then packs w [out, in] into l.
-void set_linear_impl(TernaryLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
+void set_linear_impl(QuantLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
                      const float* bias, int exp_out, int exp_in, bool want_bias);
+void set_linear_int8_impl(QuantLinear& l, const std::string& name, const int8_t* q, int out, int in,
+                          const float* scale, const float* bias, int exp_out, int exp_in, bool want_bias);
 
 template <class T>
 size_t vec_bytes(const std::vector<T>& v) {

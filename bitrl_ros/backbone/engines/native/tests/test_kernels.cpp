@@ -322,6 +322,71 @@ static void bench() {
   }
 }
 
+// Int8 weights: every ISA's accumulators equal the scalar path's and a direct int32 reference, for odd shapes,
+// padding, the extremes (-128 activations, +-127 weights) and a row range; the float rescale matches by formula.
+static void test_int8_gemm(std::mt19937& rng) {
+  const int shapes[][3] = {{1, 1, 1}, {3, 5, 2}, {16, 128, 1}, {17, 130, 3}, {64, 384, 5}, {33, 1536, 2}};
+  std::uniform_int_distribution<int> wd(-127, 127);
+  for (const auto& sh : shapes) {
+    const int out = sh[0], in = sh[1], tokens = sh[2];
+    for (int mode = 0; mode < 3; ++mode) {
+      std::vector<int8_t> q(static_cast<size_t>(out) * in);
+      for (auto& v : q) v = static_cast<int8_t>(mode == 1 ? 127 : (mode == 2 ? -127 : wd(rng)));
+      std::vector<float> scale(out);
+      for (int r = 0; r < out; ++r) scale[r] = 0.001f * (r + 1);
+      PackedInt8 p = pack_int8(q.data(), scale.data(), out, in);
+      const std::string name = "int8 " + shape_str(out, in, tokens) + " mode " + std::to_string(mode);
+      check(p.in_padded == padded(in) && p.bytes() == static_cast<size_t>(out) * p.in_padded + 4u * out,
+            name + ": layout");
+      std::vector<int8_t> x = random_xq(rng, tokens, in, p.in_padded, mode);
+      std::vector<int32_t> ref(static_cast<size_t>(tokens) * out);
+      for (int t = 0; t < tokens; ++t)
+        for (int r = 0; r < out; ++r) {
+          int64_t s = 0;
+          for (int i = 0; i < in; ++i)
+            s += static_cast<int64_t>(q[static_cast<size_t>(r) * in + i]) * x[static_cast<size_t>(t) * p.in_padded + i];
+          ref[static_cast<size_t>(t) * out + r] = static_cast<int32_t>(s);
+        }
+      for (Isa isa : available_isas()) {
+        std::vector<int32_t> acc(ref.size(), 7);
+        int8_gemm_i32(p, x.data(), tokens, acc.data(), 0, out, isa);
+        check(acc == ref, name + " " + isa_name(isa) + ": exact int32");
+        if (out > 2) {  // a row range leaves the other rows alone
+          std::vector<int32_t> part(ref.size(), 7);
+          int8_gemm_i32(p, x.data(), tokens, part.data(), 1, out - 1, isa);
+          bool ok = true;
+          for (int t = 0; t < tokens; ++t)
+            for (int r = 0; r < out; ++r) {
+              size_t k = static_cast<size_t>(t) * out + r;
+              ok = ok && part[k] == ((r >= 1 && r < out - 1) ? ref[k] : 7);
+            }
+          check(ok, name + " " + isa_name(isa) + ": row range");
+        }
+        std::vector<float> xs(tokens, 2.0f), bias(out, 0.5f), y(ref.size());
+        int8_gemm_f32(p, x.data(), xs.data(), bias.data(), tokens, y.data(), nullptr, 0, out, isa);
+        bool ok = true;
+        for (int t = 0; t < tokens; ++t)
+          for (int r = 0; r < out; ++r) {
+            size_t k = static_cast<size_t>(t) * out + r;
+            // Within float rounding: the compiler may fuse the multiply-add here or there (aarch64 does).
+            const double want = static_cast<double>(ref[k]) * scale[r] / 2.0 + 0.5;
+            ok = ok && std::fabs(y[k] - want) <= 1e-6 * std::fabs(want) + 1e-6;
+          }
+        check(ok, name + " " + isa_name(isa) + ": float rescale");
+      }
+    }
+  }
+  bool threw = false;
+  try {
+    const int8_t bad[2] = {1, -128};
+    const float sc[1] = {1.0f};
+    pack_int8(bad, sc, 1, 2);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "pack_int8 rejects -128");
+}
+
 int main(int argc, char** argv) {
   unsigned seed = 12345;
   bool do_bench = false;
@@ -347,6 +412,7 @@ int main(int argc, char** argv) {
     test_pack(rng);
     test_quantize(rng);
     test_gemm(rng);
+    test_int8_gemm(rng);
   } catch (const std::exception& e) {
     std::printf("FAIL: unexpected exception: %s\n", e.what());
     ++g_failed;
