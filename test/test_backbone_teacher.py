@@ -90,7 +90,8 @@ def test_ternarize_ptq_leaves_teacher_untouched(fp):
 
 def test_registry_ids():
     assert available_backbones() == [
-        "minilm-bitnet-distilled", "minilm-fp32", "minilm-ternary-ptq", "minilm-ternary-random", "mlp"]
+        "minilm-bitnet-distilled", "minilm-fp32", "minilm-ternary-ptq", "minilm-fp16", "minilm-int8",
+        "minilm-int4-g32", "minilm-nvfp4", "minilm-ternary-random", "mlp"]
     assert load_backbone("mlp") is None
     with pytest.raises(ValueError, match="minilm-fp32"):
         load_backbone("bert-huge")
@@ -100,7 +101,7 @@ def _entries_mb(n: int, ids, fp) -> float:
     """A budget of exactly n entries of the first key's size (pooled rows of 384 floats)."""
     from bitrl_ros.backbone.registry import _entry_bytes
 
-    key = (tuple(ids), "mean")
+    key = (tuple(ids), "mean", None)  # ids, pooling, noise tag (None: clean)
     return n * _entry_bytes(key, np.zeros(fp.hidden_size, np.float32)) / 2**20
 
 
