@@ -246,8 +246,10 @@ class Trainer:
         feats = self.learner.normalize(self.encoder(self._accept(obs), self._missions))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
+        # A resumed run keeps its file's columns (a run written before a column existed stays aligned).
+        fields = METRIC_FIELDS if new_file else metrics_path.read_text().split("\n", 1)[0].strip().split(",")
         self._metrics_file = metrics_path.open("w" if new_file else "a", newline="")
-        self._metrics_writer = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS)
+        self._metrics_writer = csv.DictWriter(self._metrics_file, fieldnames=fields, extrasaction="ignore")
         if new_file:
             self._metrics_writer.writeheader()
         self._bar = _Progress(num_updates * rollout, self.progress, self.log)
