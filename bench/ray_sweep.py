@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 import tempfile
 import time
@@ -28,6 +29,7 @@ def run_cells_on_ray(args: list[tuple], finished, address: str, workers: int) ->
     arrives; returns the seconds Ray took to start. address: "local" (a Ray instance on this machine with
     `workers` CPUs) or a cluster's address.
     """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
     import ray
 
     t0 = time.perf_counter()
