@@ -65,21 +65,20 @@ void EmbeddingTable::row(int32_t id, float* out) const {
   for (size_t d = 0; d < width; ++d) out[d] = static_cast<float>(src[d]) * s;
 }
 
-void set_linear_impl(QuantLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
-                     const float* bias, int exp_out, int exp_in, bool want_bias) {
+namespace {
+
+// The checks and the bias every linear shares, whatever its weight format.
+void check_linear(const std::string& name, int out, int in, const float* bias, int exp_out, int exp_in,
+                  bool want_bias) {
   if (out != exp_out || in != exp_in)
     throw std::invalid_argument("linear '" + name + "' has shape [" + std::to_string(out) + ", " +
                                 std::to_string(in) + "], expected [" + std::to_string(exp_out) + ", " +
                                 std::to_string(exp_in) + "]");
-  for (size_t i = 0, n = static_cast<size_t>(out) * in; i < n; ++i)
-    if (w[i] < -1 || w[i] > 1) throw std::invalid_argument("linear '" + name + "' holds a non-ternary weight");
-  if (!(scale > 0.0f) || !std::isfinite(scale))
-    throw std::invalid_argument("linear '" + name + "' has a non-positive or non-finite scale");
   if (want_bias && !bias) throw std::invalid_argument("linear '" + name + "' needs a bias");
   if (!want_bias && bias) throw std::invalid_argument("linear '" + name + "' takes no bias");
-  l.w = pack_ternary(w, out, in, scale);
-  l.w8 = PackedInt8();
-  l.is_int8 = false;
+}
+
+void finish_linear(QuantLinear& l, const float* bias, int out) {
   if (bias)
     l.bias.assign(bias, bias + out);
   else
@@ -87,22 +86,28 @@ void set_linear_impl(QuantLinear& l, const std::string& name, const int8_t* w, i
   l.set = true;
 }
 
+}  // namespace
+
+void set_linear_impl(QuantLinear& l, const std::string& name, const int8_t* w, int out, int in, float scale,
+                     const float* bias, int exp_out, int exp_in, bool want_bias) {
+  check_linear(name, out, in, bias, exp_out, exp_in, want_bias);
+  for (size_t i = 0, n = static_cast<size_t>(out) * in; i < n; ++i)
+    if (w[i] < -1 || w[i] > 1) throw std::invalid_argument("linear '" + name + "' holds a non-ternary weight");
+  if (!(scale > 0.0f) || !std::isfinite(scale))
+    throw std::invalid_argument("linear '" + name + "' has a non-positive or non-finite scale");
+  l.w = pack_ternary(w, out, in, scale);
+  l.w8 = PackedInt8();
+  l.is_int8 = false;
+  finish_linear(l, bias, out);
+}
+
 void set_linear_int8_impl(QuantLinear& l, const std::string& name, const int8_t* q, int out, int in,
                           const float* scale, const float* bias, int exp_out, int exp_in, bool want_bias) {
-  if (out != exp_out || in != exp_in)
-    throw std::invalid_argument("linear '" + name + "' has shape [" + std::to_string(out) + ", " +
-                                std::to_string(in) + "], expected [" + std::to_string(exp_out) + ", " +
-                                std::to_string(exp_in) + "]");
-  if (want_bias && !bias) throw std::invalid_argument("linear '" + name + "' needs a bias");
-  if (!want_bias && bias) throw std::invalid_argument("linear '" + name + "' takes no bias");
+  check_linear(name, out, in, bias, exp_out, exp_in, want_bias);
   l.w8 = pack_int8(q, scale, out, in);
   l.w = PackedTernary();
   l.is_int8 = true;
-  if (bias)
-    l.bias.assign(bias, bias + out);
-  else
-    l.bias.clear();
-  l.set = true;
+  finish_linear(l, bias, out);
 }
 
 Pooling parse_pooling(const std::string& name) {
