@@ -50,8 +50,7 @@ clean:
 # run under qemu-aarch64 with a Cortex-A72 CPU model, so an instruction the Pi 4 lacks would fault.
 # Needs the Debian/Ubuntu packages g++-aarch64-linux-gnu and qemu-user.
 NK_DIR := bitrl_ros/backbone/engines/native
-NK_SRC := $(NK_DIR)/kernels.cpp $(NK_DIR)/kernels_x86.cpp $(NK_DIR)/kernels_neon.cpp $(NK_DIR)/kernels_int8.cpp \
-	$(NK_DIR)/tests/test_kernels.cpp
+NK_SRC := $(sort $(wildcard $(NK_DIR)/kernels*.cpp)) $(NK_DIR)/tests/test_kernels.cpp
 AARCH64_CXX ?= aarch64-linux-gnu-g++
 QEMU_AARCH64 ?= qemu-aarch64
 

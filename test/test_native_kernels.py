@@ -19,8 +19,8 @@ from bitrl_ros.backbone import bitlinear
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "bitrl_ros" / "backbone" / "engines" / "native"
-SOURCES = [NATIVE / "kernels.cpp", NATIVE / "kernels_x86.cpp", NATIVE / "kernels_neon.cpp",
-           NATIVE / "tests" / "test_kernels.cpp"]
+# The same sources as the Makefile's test-native-cpp / test-arm: every kernels*.cpp plus the self-test.
+SOURCES = sorted(NATIVE.glob("kernels*.cpp")) + [NATIVE / "tests" / "test_kernels.cpp"]
 # The module name can be overridden to test a differently built copy of the same bindings.
 MODULE = os.environ.get("BITRL_NATIVE_KERNELS_MODULE", "bitrl_ros.backbone.engines.native._native")
 
@@ -30,7 +30,7 @@ def test_cpp_kernel_selftest_native():
     out_dir = ROOT / "build" / "native"
     out_dir.mkdir(parents=True, exist_ok=True)
     exe = out_dir / "test_kernels"
-    deps = SOURCES + [NATIVE / "kernels.h", NATIVE / "kernels_internal.h"]
+    deps = SOURCES + sorted(NATIVE.glob("kernels*.h"))
     if not exe.exists() or exe.stat().st_mtime < max(p.stat().st_mtime for p in deps):
         subprocess.run(["g++", "-O2", "-std=c++17", "-Wall", "-Wextra", *map(str, SOURCES), "-o",
                         str(exe)], check=True, capture_output=True, text=True)
