@@ -35,13 +35,17 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "language.json"
 RUNS = ROOT / "build" / "bench_runs" / "language"
 
-BUDGETS = {"BabyAI-GoToRedBall-v0": 300_000, "BabyAI-GoToLocal-v0": 500_000, "SmartHome-Light-v0": 300_000}
+BUDGETS = {"BabyAI-GoToRedBall-v0": 300_000, "BabyAI-GoToLocal-v0": 500_000, "SmartHome-Light-v0": 300_000,
+           "TextWorld-Cooking-L1-v0": 50_000}
 # Token budgets fitted to each family's texts (BabyAI ~49 tokens; SmartHome-Light 59 on average, up to 91 with a
 # held-out instruction); SmartHome-Light is evaluated greedily on its held-out instructions.
 ENV_SETTINGS = {
     "BabyAI-GoToRedBall-v0": {"features.max_tokens": 96},
     "BabyAI-GoToLocal-v0": {"features.max_tokens": 96},
     "SmartHome-Light-v0": {"features.max_tokens": 112, "eval_env": "SmartHome-Light-Heldout-v0"},
+    # Cooking texts: ~110 tokens (recipe, situation, 10 command slots); evaluated on held-out games (foods of
+    # textworld's test split).
+    "TextWorld-Cooking-L1-v0": {"features.max_tokens": 160, "eval_env": "TextWorld-Cooking-L1-Heldout-v0"},
 }
 AGENTS = {
     "mlp": {"backbone": "mlp"},

@@ -47,6 +47,8 @@ class FeatureLayout:
     mission_words: tuple[str, ...] = ()  # the raw observation's bag-of-words vocabulary for the mission
     critic_backbone: str = ""  # the hybrid critic's backbone ("": the value head reads the policy's features)
     critic_hidden: int = 0     # its width
+    mission_segments: int = 1  # bags of words of the mission, one per segment (EnvSpec.mission_segments)
+    command_slots: int = 0     # command-scoring policy: the last readout_fields are these command slots
 
     @classmethod
     def build(cls, spec: EnvSpec, backbone_id: str, hidden: int, readout: str, raw_skip: bool,
@@ -56,15 +58,19 @@ class FeatureLayout:
         if backbone_id == "mlp" or hidden == 0:
             if critic_backbone:
                 raise ValueError("a critic backbone needs a policy backbone (backbone mlp reads no text)")
-            return cls("mlp", "none", 0, spec.obs_dim, True, None, 0, False, len(spec.readout_fields), words)
+            return cls("mlp", "none", 0, spec.obs_dim, True, None, 0, False, len(spec.readout_fields), words,
+                       mission_segments=spec.mission_segments, command_slots=spec.command_slots)
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
         if bool(critic_backbone) != bool(critic_hidden):
             raise ValueError(f"critic backbone {critic_backbone!r} with width {critic_hidden}")
+        if spec.command_slots and readout not in FIELD_READOUTS:
+            raise ValueError(f"{spec.env_id} scores each command from its own vector: it needs a per-field readout "
+                             f"({', '.join(FIELD_READOUTS)}), not {readout!r}")
         return cls(backbone_id, readout, int(hidden), spec.obs_dim, bool(raw_skip),
                    None if serializer is None else serializer.describe(),
                    int(proj_dim) if readout in TRAINABLE_READOUTS else 0, bool(balance), len(spec.readout_fields),
-                   words, critic_backbone or "", int(critic_hidden))
+                   words, critic_backbone or "", int(critic_hidden), spec.mission_segments, spec.command_slots)
 
     def __post_init__(self):
         if not self.readout_fields:
@@ -95,7 +101,7 @@ class FeatureLayout:
     @property
     def raw_dim(self) -> int:
         """The raw observation: the values, then the mission's word counts (language-conditioned envs)."""
-        return self.obs_dim + len(self.mission_words)
+        return self.obs_dim + len(self.mission_words) * self.mission_segments
 
     @property
     def policy_dim(self) -> int:
@@ -148,6 +154,23 @@ class FeatureLayout:
         return {"num_fields": self.readout_fields, "width": width, "proj_dim": self.proj_dim,
                 "raw_dim": self.raw_dim if self.raw_skip else 0}
 
+    def command_scorer(self) -> dict | None:
+        """Where the policy head finds the command slots in its input (after its readout): ``count`` blocks of
+        ``width`` columns from ``start``; every other column describes the state. None: not a command env.
+
+        A per-field readout puts the slots after the recipe and situation fields (proj_dim or hidden wide);
+        the mlp baseline's raw observation puts them after the values and the first two bags of words.
+        """
+        if not self.command_slots:
+            return None
+        if self.backbone == "mlp":
+            width = len(self.mission_words)
+            start = self.obs_dim + width * (self.mission_segments - self.command_slots)
+        else:
+            width = self.proj_dim if self.readout in TRAINABLE_READOUTS else self.hidden
+            start = width * (self.readout_fields - self.command_slots)
+        return {"start": start, "width": width, "count": self.command_slots}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -155,7 +178,8 @@ class FeatureLayout:
     def from_dict(cls, d: dict, where: str = "feature layout") -> "FeatureLayout":
         names = {f.name for f in fields(cls)}
         if isinstance(d, dict):  # records written before language-conditioned envs / the hybrid critic existed
-            d = {"readout_fields": 0, "mission_words": (), "critic_backbone": "", "critic_hidden": 0, **d}
+            d = {"readout_fields": 0, "mission_words": (), "critic_backbone": "", "critic_hidden": 0,
+                 "mission_segments": 1, "command_slots": 0, **d}
         if not isinstance(d, dict) or set(d) != names:
             raise CheckpointError(f"{where}: a feature layout needs exactly the keys {sorted(names)}, got "
                                   f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
@@ -242,7 +266,8 @@ def assemble_features(embedding: np.ndarray | None, obs: np.ndarray, layout: Fea
     if layout.raw_skip:
         raw.append(np.asarray(obs, dtype=np.float32).reshape(n, layout.obs_dim))
         if layout.mission_words:
-            raw.append(bag_of_words([""] * n if missions is None else missions, layout.mission_words))
+            raw.append(bag_of_words([""] * n if missions is None else missions, layout.mission_words,
+                                    layout.mission_segments))
     parts = ([emb[:, : layout.embedding_dim]] if layout.embedding_dim else []) + raw
     if layout.critic_backbone:
         parts += [emb[:, layout.embedding_dim:]] + raw

@@ -45,7 +45,8 @@ class EvaluatedPolicy:
                                   f"layout's {self.layout.feature_dim}")
         self.ppo = PPO(self.feature_dim, self.action_space, config, seed=int(state.get("seed", 0)),
                        readout=None if self.layout is None else self.layout.head_readout(),
-                       critic=None if self.layout is None else self.layout.critic_head())
+                       critic=None if self.layout is None else self.layout.critic_head(),
+                       commands=None if self.layout is None else self.layout.command_scorer())
         self.extra = load_checkpoint(self.path, self.ppo)
         self.feature_norm = self._feature_norm(self.extra)
         self.reward_std = None

@@ -27,7 +27,7 @@ EPISODE_KEY = "episode"
 @dataclass(frozen=True)
 class EnvSpec:
     env_id: str
-    family: str  # "classic" | "mujoco" | "babyai" | "smarthome"
+    family: str  # "classic" | "mujoco" | "babyai" | "smarthome" | "cooking"
     obs_dim: int
     field_names: tuple[str, ...]
     action_kind: str  # "discrete" | "continuous"
@@ -45,6 +45,12 @@ class EnvSpec:
     mission_words: tuple[str, ...] = ()
     # The env says whether each episode succeeded (info["success"] on its last step): success rates are reported.
     reports_success: bool = False
+    # The mission holds this many newline-separated segments, each with its own bag of words for the `mlp`
+    # baseline (TextWorld Cooking: recipe, situation, one per command slot); 1: the mission is one text.
+    mission_segments: int = 1
+    # The actions are command slots whose texts are the mission's last command_slots segments, scored by the
+    # policy head one by one (0: a plain categorical or Gaussian policy).
+    command_slots: int = 0
 
     def __post_init__(self):
         if len(self.field_names) != self.obs_dim:
@@ -62,7 +68,7 @@ class EnvSpec:
     @property
     def raw_dim(self) -> int:
         """Width of the raw observation the heads can see: the values, plus the mission's bag of words."""
-        return self.obs_dim + len(self.mission_words)
+        return self.obs_dim + len(self.mission_words) * self.mission_segments
 
 
 # MuJoCo layouts follow the gymnasium docs: qpos without the root x position, then qvel.
@@ -135,22 +141,35 @@ def _smarthome(env_id):
                    reports_success=True)
 
 
+def _cooking(level, heldout=False):
+    from bitrl_ros.envs import cooking
+
+    return EnvSpec(f"TextWorld-Cooking-L{level}{'-Heldout' if heldout else ''}-v0", "cooking",
+                   len(cooking.FIELD_NAMES), cooking.FIELD_NAMES, "discrete", None, 0, cooking.MAX_STEPS[level],
+                   text_fields=cooking.TEXT_FIELDS, mission_words=cooking.MISSION_WORDS, reports_success=True,
+                   mission_segments=cooking.MISSION_SEGMENTS, command_slots=cooking.COMMAND_SLOTS)
+
+
 _SPECS.update({s.env_id: s for s in [_babyai("BabyAI-GoToRedBall-v0", 64), _babyai("BabyAI-GoToLocal-v0", 64),
-                                     _smarthome("SmartHome-Light-v0"), _smarthome("SmartHome-Light-Heldout-v0")]})
-LANGUAGE_FAMILIES = ("babyai", "smarthome")  # states that carry a mission in words
+                                     _smarthome("SmartHome-Light-v0"), _smarthome("SmartHome-Light-Heldout-v0"),
+                                     *[_cooking(level, heldout) for level in (1, 2, 3) for heldout in (False, True)]]})
+LANGUAGE_FAMILIES = ("babyai", "smarthome", "cooking")  # states that carry a mission in words
 
 
 def _make_raw(env_id: str) -> gym.Env:
     import gymnasium as gym
 
     spec = get_spec(env_id)
-    if spec.family == "babyai":
-        from bitrl_ros.envs import babyai_env
+    # Families built by a package of their own, each with its wrapper module's make(env_id).
+    packaged = {"babyai": ("babyai_env", "minigrid"), "cooking": ("cooking_env", "textworld")}
+    if spec.family in packaged:
+        import importlib
 
+        module, package = packaged[spec.family]
         try:
-            return babyai_env.make(env_id)
+            return importlib.import_module(f"bitrl_ros.envs.{module}").make(env_id)
         except ImportError as exc:
-            raise RuntimeError(f"cannot build {env_id}: the minigrid package is missing ({exc}); "
+            raise RuntimeError(f"cannot build {env_id}: the {package} package is missing ({exc}); "
                                "`make setup` installs it") from exc
     if spec.family == "smarthome":
         from bitrl_ros.envs import smarthome_env

@@ -91,15 +91,53 @@ def readout_module(readout: dict | None, in_dim: int, columns: tuple[int, int] |
     return (mod if columns is None else nn.Sequential(select, mod)), in_dim
 
 
+class CommandScorer(nn.Module):
+    """Logits of a choice among command slots, one score per slot from (state, that slot's command): input
+    [B, in_dim] whose columns [start, start + count * width) are count command vectors of width columns and
+    the rest describe the state; output [B, count].
+
+    The state and each command are mapped to ``embed`` dims (tanh), and one small MLP scores [state, command,
+    state * command]: the same weights score every slot, so a command is judged by what it says, wherever it
+    stands, and a command never seen in training still gets a score from its words.
+    """
+
+    def __init__(self, in_dim: int, start: int, width: int, count: int, embed: int = 64, hidden: int = 64):
+        super().__init__()
+        if not (0 <= start and start + count * width <= in_dim and width > 0 and count > 0):
+            raise ValueError(f"{count} command slots of {width} columns from {start} do not fit {in_dim} features")
+        self.start, self.width, self.count = int(start), int(width), int(count)
+        state_dim = in_dim - count * width
+        self.state = nn.Sequential(layer_init(nn.Linear(state_dim, embed)), nn.Tanh())
+        self.command = nn.Sequential(layer_init(nn.Linear(width, embed)), nn.Tanh())
+        self.score = mlp(3 * embed, 1, (hidden,), out_gain=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stop = self.start + self.count * self.width
+        commands = x[..., self.start: stop].reshape(*x.shape[:-1], self.count, self.width)
+        s = self.state(torch.cat([x[..., : self.start], x[..., stop:]], dim=-1)).unsqueeze(-2)
+        c = self.command(commands)
+        s = s.expand_as(c)
+        return self.score(torch.cat([s, c, s * c], dim=-1)).squeeze(-1)
+
+
 class PolicyHead(nn.Module):
-    """Categorical policy for Discrete spaces, diagonal Gaussian (state-independent log_std) for Box."""
+    """Categorical policy for Discrete spaces, diagonal Gaussian (state-independent log_std) for Box; with
+    ``commands`` (FeatureLayout.command_scorer()) a categorical over command slots scored by a CommandScorer.
+    """
 
     def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128), readout: dict | None = None,
-                 columns: tuple[int, int] | None = None):
+                 columns: tuple[int, int] | None = None, commands: dict | None = None):
         super().__init__()
         self.action_space = action_space
         self.readout, in_dim = readout_module(readout, in_dim, columns)
-        if isinstance(action_space, gym.spaces.Discrete):
+        if commands is not None:
+            if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.n) != commands["count"]:
+                raise ValueError(f"{commands['count']} command slots need a Discrete({commands['count']}) action "
+                                 f"space, got {action_space}")
+            self.discrete = True
+            self.start = int(action_space.start)
+            self.net = CommandScorer(in_dim, **commands)
+        elif isinstance(action_space, gym.spaces.Discrete):
             self.discrete = True
             self.start = int(action_space.start)
             self.net = mlp(in_dim, int(action_space.n), hidden, out_gain=0.01)

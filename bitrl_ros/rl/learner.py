@@ -106,7 +106,8 @@ class OnlineLearner:
         self.layout = layout
         self.ppo = PPO(feature_dim, action_space, config, seed=seed,
                        readout=None if layout is None else layout.head_readout(),
-                       critic=None if layout is None else layout.critic_head())
+                       critic=None if layout is None else layout.critic_head(),
+                       commands=None if layout is None else layout.command_scorer())
         self.input_scale = None if layout is None else layout.input_scale()
         self.updates = updates
         self.background = updates != "inline"

@@ -48,10 +48,11 @@ class PPO:
     """Owns the heads, their optimizers and the RNGs PPO itself uses (action sampling, minibatch shuffling)."""
 
     def __init__(self, feature_dim: int, action_space: gym.Space, config: PPOConfig | None = None, seed: int = 0,
-                 readout: dict | None = None, critic: dict | None = None):
+                 readout: dict | None = None, critic: dict | None = None, commands: dict | None = None):
         """readout: FeatureLayout.head_readout(), the trainable readout each head carries (None: plain MLPs).
         critic: FeatureLayout.critic_head() for a hybrid critic (the policy reads the first policy_dim columns,
         the value head the others through the critic's readout); None: both heads read every column.
+        commands: FeatureLayout.command_scorer() for a command-scoring policy (None: the action space's own).
         """
         self.config = config if config is not None else PPOConfig()
         self.feature_dim = int(feature_dim)
@@ -59,6 +60,7 @@ class PPO:
         self.seed = int(seed)
         self.readout = readout
         self.critic = critic
+        self.commands = commands
         if critic is None:
             policy_cols = value_cols = None
             value_readout = readout
@@ -68,7 +70,8 @@ class PPO:
         # Initialise weights from `seed` alone, whatever the global torch RNG has seen before.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes, readout, policy_cols)
+            self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes, readout, policy_cols,
+                                     commands)
             self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes, value_readout, value_cols)
         # Our Adam (rl/adam.py): torch.optim's imports torch._dynamo on first use, +74 MB resident.
         self.policy_optimizer = Adam(self.policy.parameters(), lr=self.config.policy_lr, eps=self.config.adam_eps)

@@ -150,7 +150,7 @@ class UpdateProcess:
         self._outbox.put((("init", {"feature_dim": ppo.feature_dim,
                                     "action_space": describe_action_space(ppo.action_space),
                                     "config": ppo.config.to_dict(), "seed": ppo.seed, "readout": ppo.readout,
-                                    "critic": ppo.critic},
+                                    "critic": ppo.critic, "commands": ppo.commands},
                            ppo.snapshot(), torch_threads, niceness), None))
         self._sender = threading.Thread(target=self._send_loop, name="ppo-update-send", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="ppo-update-read", daemon=True)

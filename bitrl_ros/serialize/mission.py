@@ -20,16 +20,22 @@ def _word_index(words: tuple[str, ...]) -> dict[str, int]:
     return {w: i for i, w in enumerate(words)}
 
 
-def bag_of_words(missions, words: tuple[str, ...]) -> np.ndarray:
-    """[N, len(words)] word counts of each mission over a fixed vocabulary; other words are ignored (that is the
-    baseline's weakness on new phrasings).
+def bag_of_words(missions, words: tuple[str, ...], segments: int = 1) -> np.ndarray:
+    """[N, segments * len(words)] word counts of each mission over a fixed vocabulary; other words are ignored
+    (that is the baseline's weakness on new phrasings). segments > 1: the mission holds that many lines, each
+    counted in its own block (an empty mission: all zero).
     """
     index = _word_index(tuple(words))  # built once per vocabulary, not on every call of the 40 Hz path
-    out = np.zeros((len(missions), len(words)), dtype=np.float32)
+    width = len(words)
+    out = np.zeros((len(missions), segments * width), dtype=np.float32)
     for row, mission in enumerate(missions):
-        for word in re.findall(r"[a-z]+", str(mission).lower()):
-            if word in index:
-                out[row, index[word]] += 1.0
+        lines = [str(mission)] if segments == 1 else str(mission).split("\n")
+        if segments > 1 and lines != [""] and len(lines) != segments:
+            raise ValueError(f"a mission of {len(lines)} lines, the bag of words counts {segments} segments")
+        for block, line in enumerate(lines):
+            for word in re.findall(r"[a-z]+", line.lower()):
+                if word in index:
+                    out[row, block * width + index[word]] += 1.0
     return out
 
 

@@ -185,6 +185,10 @@ def _text_renderer(spec: EnvSpec):
         from bitrl_ros.serialize.grid_text import GridTextRenderer
 
         return GridTextRenderer(spec)
+    if spec.family == "cooking":
+        from bitrl_ros.serialize.cooking_text import CookingTextRenderer
+
+        return CookingTextRenderer(spec)
     from bitrl_ros.serialize.home_text import HomeTextRenderer
 
     return HomeTextRenderer(spec)
@@ -192,8 +196,8 @@ def _text_renderer(spec: EnvSpec):
 
 def get_serializer(env_id: str, fmt: str = "compact", precision: int | None = None,
                    numbers: str = "fixed") -> Serializer:
-    """The serializer of env_id's family; language-conditioned envs (BabyAI, SmartHome-Light) have one text
-    renderer of their own, which the format, precision and number scheme do not apply to.
+    """The serializer of env_id's family; language-conditioned envs (BabyAI, SmartHome-Light, TextWorld Cooking)
+    have one text renderer of their own, which the format, precision and number scheme do not apply to.
     """
     spec = get_spec(env_id)
     if spec.mission_words:
