@@ -195,3 +195,26 @@ def test_the_ros_graph_plays_cooking_from_bridge_to_command_scores(tmp_path, gam
     report = evaluate_bag(bag, tmp_path / "ckpt", bootstrap=10)
     assert report["counts"]["terminated"] + report["counts"]["truncated"] >= 4
     assert math.isfinite(report["ope"]["pdis"]) and 0.0 <= report["agreement"]["greedy_agreement"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*is not fully supported")
+def test_every_walkthrough_command_of_the_level_1_games_is_offered_in_a_slot(games):
+    """The cut at COMMAND_SLOTS never hides a step of the game's own solution (textworld's walkthrough)."""
+    import textworld
+
+    from bitrl_ros.envs.cooking_games import game_files
+
+    steps = 0
+    for path in game_files(1, "train") + game_files(1, "heldout"):
+        player = textworld.start(str(path), request_infos=textworld.EnvInfos(admissible_commands=True,
+                                                                             policy_commands=True))
+        state = player.reset()
+        for command in list(state.policy_commands):
+            slots, _ = cooking.select_commands(state.admissible_commands)
+            assert command in slots, (path.name, command, slots)
+            state, _, _ = player.step(command)
+            steps += 1
+        assert state.won
+        player.close()
+    assert steps >= 3 * (cooking.TRAIN_GAMES + cooking.HELDOUT_GAMES)
