@@ -332,6 +332,10 @@ class StateEncoder:
         self.states_seen += len(obs)
         return self.embed(token_ids, token_fields, obs, missions)
 
+    def truncated_states(self) -> int:
+        """States whose text was longer than the token budget so far (their ends were cut)."""
+        return 0 if self.backbone is None else self.backbone.tokenizer.truncated_count
+
     def stats(self) -> dict:
         out = {"mean_tokens": self.tokens_seen / max(self.states_seen, 1) if self.backbone is not None else 0.0}
         if self.backbone is not None:

@@ -244,6 +244,10 @@ class Trainer:
         self._returns[:] = 0.0
         self._missions = missions_of(infos, self.spec)
         feats = self.learner.normalize(self.encoder(self._accept(obs), self._missions))
+        if self.encoder.truncated_states():
+            self.log(f"warning: {self.encoder.truncated_states()} of the first {len(obs)} states are longer than "
+                     f"features.max_tokens={cfg.features.max_tokens} tokens and lose their ends (a per-field "
+                     "readout then sees the cut fields as empty): raise features.max_tokens")
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or self.update_idx == 0
         # A resumed run keeps its file's columns (a run written before a column existed stays aligned).

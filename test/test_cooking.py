@@ -218,3 +218,15 @@ def test_every_walkthrough_command_of_the_level_1_games_is_offered_in_a_slot(gam
         assert state.won
         player.close()
     assert steps >= 3 * (cooking.TRAIN_GAMES + cooking.HELDOUT_GAMES)
+
+
+@pytest.mark.slow
+def test_training_warns_when_the_token_budget_cuts_the_command_slots(tmp_path, games):
+    from bitrl_ros.config import load_train_config
+    from bitrl_ros.train import Trainer
+
+    lines = []
+    cfg = load_train_config(overrides={"env": ENV, "total_steps": 64, "eval_episodes": 1, "ppo.num_envs": 2,
+                                       "ppo.num_steps": 32, "ppo.update_epochs": 1, "features.max_tokens": 64})
+    Trainer(cfg, run_dir=tmp_path, progress=False, log=lines.append).run()
+    assert any("features.max_tokens=64" in line and "2 of the first 2 states" in line for line in lines), lines
