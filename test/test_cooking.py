@@ -230,3 +230,21 @@ def test_training_warns_when_the_token_budget_cuts_the_command_slots(tmp_path, g
                                        "ppo.num_steps": 32, "ppo.update_epochs": 1, "features.max_tokens": 64})
     Trainer(cfg, run_dir=tmp_path, progress=False, log=lines.append).run()
     assert any("features.max_tokens=64" in line and "2 of the first 2 states" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("count", [1, 3, 7, K])
+def test_command_probabilities_sum_to_one_over_however_many_commands_the_game_admits(count):
+    from bitrl_ros.features import StateEncoder
+    from bitrl_ros.rl.ppo import PPO
+
+    spec = get_spec(ENV)
+    commands = [f"take thing{i} from fridge" for i in range(count)]
+    mission = _mission(commands)
+    encoder = StateEncoder(spec, None, None)
+    features = torch.as_tensor(encoder(np.array([[0.0, 3.0]]), [mission]))
+    ppo = PPO(encoder.feature_dim, gym.spaces.Discrete(K), commands=encoder.layout.command_scorer())
+    probs = ppo.policy.distribution(features).probs[0]
+    slots = mission.split("\n")[2:]
+    per_command = {c: float(sum(p for s, p in zip(slots, probs) if s == c)) for c in set(slots)}
+    assert len(per_command) == count and sum(per_command.values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(p > 0 for p in per_command.values())
