@@ -243,7 +243,8 @@ def test_command_probabilities_sum_to_one_over_however_many_commands_the_game_ad
     encoder = StateEncoder(spec, None, None)
     features = torch.as_tensor(encoder(np.array([[0.0, 3.0]]), [mission]))
     ppo = PPO(encoder.feature_dim, gym.spaces.Discrete(K), commands=encoder.layout.command_scorer())
-    probs = ppo.policy.distribution(features).probs[0]
+    with torch.no_grad():
+        probs = ppo.policy.distribution(features).probs[0].tolist()
     slots = mission.split("\n")[2:]
     per_command = {c: float(sum(p for s, p in zip(slots, probs) if s == c)) for c in set(slots)}
     assert len(per_command) == count and sum(per_command.values()) == pytest.approx(1.0, abs=1e-6)
