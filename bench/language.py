@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from table2 import add_sweep_arguments, load_results, parse_cells, plot_curves, run_sweep
+from table2 import add_sweep_arguments, cpus_of, load_results, parse_cells, plot_curves, run_sweep
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -108,7 +108,7 @@ def rebuild() -> None:
     table = summarize(data)
     data["summary"] = table
     RESULTS.write_text(json.dumps(data, indent=1))
-    text = markdown(table, data.get("cpu", "?"))
+    text = markdown(table, cpus_of(data))
     (HERE / "results" / "language.md").write_text(text)
     plot_curves(data, AGENTS, "language")
     print(text)

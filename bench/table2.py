@@ -153,6 +153,7 @@ def save_cell(cell: dict, path: Path = RESULTS) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load_results(path)
         data.setdefault("cpu", cpu_model())
+        cell.setdefault("cpu", cpu_model())  # sweeps of one file may run on several machines
         data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -261,6 +262,12 @@ def parse_cells(cells: list[str]) -> list[tuple[str, str, int]]:
     return [(env, agent, int(seed.lstrip("s"))) for env, agent, seed in (c.split("/") for c in cells)]
 
 
+def cpus_of(data: dict) -> str:
+    """The CPU models the cells ran on (a cell without its own record ran on the file's first CPU)."""
+    first = data.get("cpu", "?")
+    return ", ".join(sorted({c.get("cpu", first) for c in data["cells"].values()} or {first}))
+
+
 def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, overrides_of=None, runs: Path = RUNS,
               force: bool = False, workers: int = 2, ray_address: str | None = None) -> float | None:
     """Run the (env, agent, seed) jobs not yet in the results JSON (all with force), `workers` at once, merging
@@ -295,9 +302,9 @@ def rebuild() -> None:
     summary = summarize(data)
     data["summary"] = summary
     RESULTS.write_text(json.dumps(data, indent=1))
-    (HERE / "results" / "table2.md").write_text(markdown(summary, data.get("cpu", "?")))
+    (HERE / "results" / "table2.md").write_text(markdown(summary, cpus_of(data)))
     plot_curves(data, AGENTS, "table2", lambda agent: "--" if agent.endswith(ENT05) else "-")
-    print(markdown(summary, data.get("cpu", "?")))
+    print(markdown(summary, cpus_of(data)))
 
 
 def main():

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from table2 import add_sweep_arguments, BUDGETS, load_results, parse_cells, run_sweep
+from table2 import add_sweep_arguments, BUDGETS, cpus_of, load_results, parse_cells, run_sweep
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -118,7 +118,7 @@ def rebuild() -> None:
     data["summary"] = summarize(data)
     RESULTS.write_text(json.dumps(data, indent=1))
     precision = json.loads(PRECISION.read_text())["backbones"] if PRECISION.is_file() else {}
-    table = markdown(data["summary"], data.get("cpu", "?"), precision)
+    table = markdown(data["summary"], cpus_of(data), precision)
     (HERE / "results" / "table3.md").write_text(table)
     print(table)
 
