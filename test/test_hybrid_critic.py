@@ -87,7 +87,7 @@ def test_another_tokenizer_is_refused(backbones, tmp_path):
     tok["model"]["vocab"]["[unused0]"], tok["model"]["vocab"]["[unused1]"] = 2, 1
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(tok))
-    other = Backbone("other", critic.model, path, cache_mb=0)
+    other = Backbone("other", critic.engine if critic.model is None else critic.model, path, cache_mb=0)
     with pytest.raises(ValueError, match="another tokenizer"):
         _encoder(policy, other)
 

@@ -171,3 +171,49 @@ def test_the_int8_teacher_runs_on_the_native_int8_path_like_torch_on_every_isa()
         assert np.all(cos > 0.99), (isa, cos)
     # The integer products are exact on every path, so the features are identical bit for bit.
     assert all(np.array_equal(o, outs["scalar"]) for o in outs.values())
+
+
+def _native_or_skip():
+    from bitrl_ros.backbone.engines.native import native_available
+
+    if not native_available()[0]:
+        pytest.skip("the native extension is not built")
+
+
+def test_the_int8_model_file_gives_the_torch_built_native_model_bit_for_bit(tmp_path, monkeypatch):
+    _native_or_skip()
+    import json
+    import subprocess
+    import sys
+
+    from bitrl_ros.backbone import load_backbone
+    from bitrl_ros.backbone.registry import Backbone, derived_dir
+    from bitrl_ros.backbone.teacher import load_teacher
+    from bitrl_ros.backbone.variants import quantize_linears
+    from bitrl_ros.errors import ModelFileError
+
+    monkeypatch.setenv("BITRL_MODEL_CACHE", str(tmp_path))
+    from_file = load_backbone("minilm-int8", cache_mb=0, engine="native")
+    directory = derived_dir("minilm-int8")
+    assert json.loads((directory / "config.json").read_text())["quantization"]["weights"] == "int8-absmax-per-channel"
+    teacher, tok = load_teacher()
+    from_torch = Backbone("minilm-int8", quantize_linears(teacher, "int8"), tok, cache_mb=0, engine="native")
+    ids = from_file.tokenize(["cart 0.01 pole -0.20 angle 0.03", "go to the red ball"])
+    assert np.array_equal(from_file.encode_tokens(ids), from_torch.encode_tokens(ids))
+    assert from_file.tokenizer_digest() == from_torch.tokenizer_digest()
+    # A later process loads the cached file without importing torch.
+    probe = ("import sys; from bitrl_ros.backbone import load_backbone; b = load_backbone('minilm-int8'); "
+             "print(b.engine_name, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "BITRL_MODEL_CACHE": str(tmp_path)})
+    assert out.stdout.split() == ["native", "False"], out.stderr[-2000:]
+    # A copy derived from another teacher file is rebuilt.
+    config = json.loads((directory / "config.json").read_text())
+    config["derived_from"]["teacher_sha256"] = "0" * 64
+    (directory / "config.json").write_text(json.dumps(config))
+    load_backbone("minilm-int8", cache_mb=0, engine="native")
+    assert json.loads((directory / "config.json").read_text())["derived_from"]["teacher_sha256"] != "0" * 64
+    with pytest.raises(ModelFileError, match="native engine only"):
+        load_backbone(str(directory), engine="torch")
+    by_path = load_backbone(str(directory), cache_mb=0)
+    assert by_path.engine_name == "native" and np.array_equal(by_path.encode_tokens(ids), from_torch.encode_tokens(ids))

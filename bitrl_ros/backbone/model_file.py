@@ -17,8 +17,9 @@ from .bert import BertEncoder
 from .bitlinear import BitLinear, pack_ternary
 from .bitnet import BitNetDecoder
 from .model_format import (CONFIG_FILE, dequantize_rows_int8_array, EMBEDDING_DTYPES, embedding_keys, expect,
-                           FORMAT_VERSION, read_config, read_tensors, read_ternary_linear, read_word_embedding,
-                           SCALE_SUFFIX, TERNARY_QUANT, TOKENIZER_FILE, WEIGHTS_FILE, WORD_EMBEDDING_KEYS)
+                           FORMAT_VERSION, INT8_QUANT, read_config, read_tensors, read_ternary_linear,
+                           read_word_embedding, SCALE_SUFFIX, TERNARY_QUANT, TOKENIZER_FILE, weight_format,
+                           WEIGHTS_FILE, WORD_EMBEDDING_KEYS)
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
 from ..fileio import atomic_write_bytes
@@ -104,12 +105,46 @@ def save_model(model: BertEncoder | BitNetDecoder, tokenizer_path: str | Path, d
     return directory
 
 
+def save_int8_model(model: BertEncoder, tokenizer_path: str | Path, directory: str | Path,
+                    derived_from: dict | None = None) -> Path:
+    """Write an int8 teacher variant (variants.quantize_linears(teacher, "int8")) as a model directory of int8
+    linears, which the native engine loads without torch to the same weights; returns the directory.
+    derived_from: recorded in config.json (what the file was made from, to tell a stale copy).
+    """
+    from .variants import QuantizedLinear
+
+    quantized = {name: m for name, m in model.named_modules()
+                 if isinstance(m, QuantizedLinear) and m.weight_format == "int8"}
+    if getattr(model, "architecture", None) != BertEncoder.architecture or not quantized:
+        raise TypeError(f"cannot save a {type(model).__name__} as int8 linears: not an int8 BertEncoder variant")
+    tensors = {}
+    for name, layer in quantized.items():
+        tensors[f"{name}.weight_int8"] = torch.from_numpy(layer.packed.arrays["q"].copy())
+        tensors[f"{name}.weight_scale"] = torch.from_numpy(layer.packed.arrays["scale"].astype("float32"))
+    for key, t in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")
+        if not (owner in quantized and leaf == "weight"):
+            tensors[key] = t.detach().float().contiguous().clone()
+    config = {"architecture": BertEncoder.architecture, "format_version": FORMAT_VERSION,
+              "quantization": INT8_QUANT, "config": model.config.to_dict(), "derived_from": derived_from or {}}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tokenizer_path, directory / TOKENIZER_FILE)
+    atomic_write_bytes(directory / WEIGHTS_FILE, st_save(tensors, metadata={"format": "pt"}))
+    # config.json last: a directory with one is complete.
+    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    return directory
+
+
 def load_model(directory: str | Path):
     """Read a model directory -> (model in eval mode with frozen BitLinears, Tokenizer)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: model directory not found")
     arch, cfg, emb_name = read_config(directory / CONFIG_FILE)
+    if weight_format(directory / CONFIG_FILE) == "int8":
+        raise ModelFileError(f"{directory}: a model of int8 linears runs on the native engine only (engine auto or "
+                             "native); the torch engine builds minilm-int8 from the teacher")
     weights_path = directory / WEIGHTS_FILE
     tensors = read_tensors(weights_path)
     model = ARCHITECTURES[arch](cfg)

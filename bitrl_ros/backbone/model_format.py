@@ -5,10 +5,12 @@ process that only encodes never imports torch.
 
 Format: model.safetensors (packed ternary weights + scales), config.json, tokenizer.json. For every BitLinear
 `<name>`: `<name>.weight_packed` (uint8, 2 bits per weight: code = value + 1, four codes per byte, the first weight
-in the lowest bits), `<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. Every other tensor keeps its
-state-dict name and float dtype, except that the word-embedding table may be stored smaller (config.json
-``"embedding_dtype"``; absent means float32): "float16", or "int8" with one float32 absmax scale per row in
-``<key>_scale`` (shape [V]).
+in the lowest bits), `<name>.weight_scale` (float32 scalar) and `<name>.bias` if any. A model of int8 linears
+(``"quantization": INT8_QUANT``, config ``linear: fp``: the INT8 teacher variant, W8A8) stores for each of them
+`<name>.weight_int8` (int8 [out, in]) and `<name>.weight_scale` (float32 [out], one absmax / 127 per row).
+Every other tensor keeps its state-dict name and float dtype, except that the word-embedding table may be stored
+smaller (config.json ``"embedding_dtype"``; absent means float32): "float16", or "int8" with one float32 absmax
+scale per row in ``<key>_scale`` (shape [V]).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", 
 EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 SCALE_SUFFIX = "_scale"
 TERNARY_QUANT = {"weights": "ternary-absmean", "activations": "int8-absmax-per-token"}
+INT8_QUANT = {"weights": "int8-absmax-per-channel", "activations": "int8-absmax-per-token"}
+WEIGHT_FORMATS = {"ternary": TERNARY_QUANT, "int8": INT8_QUANT, "fp": None}
 # The state-dict key of each architecture's word-embedding table (the one tensor that may be stored smaller).
 WORD_EMBEDDING_KEY = {BERT_ENCODER: "embeddings.word.weight", BITNET_DECODER: "embed_tokens.weight"}
 WORD_EMBEDDING_KEYS = tuple(WORD_EMBEDDING_KEY.values())
@@ -46,14 +50,20 @@ def read_config(path: Path):
         cfg = CONFIGS[arch].from_dict(raw["config"])
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: invalid 'config': {e}") from None
-    expected_quant = TERNARY_QUANT if cfg.linear == "bitlinear" else None
-    if raw.get("quantization") != expected_quant:
-        raise ModelFileError(f"{path}: 'quantization' is {raw.get('quantization')!r}, expected {expected_quant!r} "
-                             f"for linear={cfg.linear!r}")
+    expected_quant = [TERNARY_QUANT] if cfg.linear == "bitlinear" else [None, INT8_QUANT]
+    if raw.get("quantization") not in expected_quant:
+        raise ModelFileError(f"{path}: 'quantization' is {raw.get('quantization')!r}, expected "
+                             f"{' or '.join(map(repr, expected_quant))} for linear={cfg.linear!r}")
     emb = raw.get("embedding_dtype", "float32")
     if emb not in EMBEDDING_DTYPES:
         raise ModelFileError(f"{path}: unsupported embedding_dtype {emb!r}; expected one of {sorted(EMBEDDING_DTYPES)}")
     return arch, cfg, emb
+
+
+def weight_format(path: Path) -> str:
+    """A config.json's linear weight format: "ternary", "int8" or "fp" (read_config has checked it)."""
+    quant = read_json_object(path, ModelFileError).get("quantization")
+    return next(name for name, q in WEIGHT_FORMATS.items() if q == quant)
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -117,6 +127,15 @@ def read_ternary_linear(tensors: dict, name: str, out_features: int, in_features
         return unpack_ternary_array(packed, in_features), scale
     except ValueError as e:
         raise ModelFileError(f"{path}: tensor '{name}.weight_packed': {e}") from None
+
+
+def read_int8_linear(tensors: dict, name: str, out_features: int, in_features: int, path: Path):
+    """(int8 weight [out, in], float32 row scales [out]) of the int8 linear `name`, checked."""
+    q = expect(tensors, f"{name}.weight_int8", (out_features, in_features), np.int8, path)
+    scale = expect(tensors, f"{name}.weight_scale", (out_features,), np.float32, path)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ModelFileError(f"{path}: tensor '{name}.weight_scale' holds a scale that is not finite and positive")
+    return q, scale
 
 
 def read_word_embedding_int8(tensors: dict, key: str, shape: tuple, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,23 +1,28 @@
 """Frozen backbones by id, with pooling and an LRU embedding cache keyed by token ids.
 
 Torch is imported only where a torch module is built (the FP32 teacher, the PTQ and random baselines, the torch
-engine): a ternary model directory on the native engine (the shipped default) loads with numpy alone.
+engine): a ternary model directory on the native engine (the shipped default) loads with numpy alone, and so does
+``minilm-int8`` (the hybrid critic's default) once its model directory of int8 linears is cached (``derived_dir``):
+the first native load derives it from the teacher with torch and writes it; later loads read it without torch.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 import hashlib
+import os
 from pathlib import Path
+import shutil
 import sys
 
 import numpy as np
 
 from .engines.native import native_available, NativeEncoder
 from .locations import shipped_model_dir, teacher_dir
-from .model_format import CONFIG_FILE, read_config, TOKENIZER_FILE
+from .model_format import CONFIG_FILE, read_config, TOKENIZER_FILE, weight_format
 from .tokenizer import Tokenizer
 from ..errors import ModelFileError
+from ..fileio import read_json_object
 from ..settings import ENGINES, POOLINGS
 
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
@@ -34,6 +39,8 @@ RANDOM_TERNARY_SEED = 0
 PRECISION_VARIANTS = {"minilm-fp16": "fp16", "minilm-int8": "int8", "minilm-int4-g32": "int4-g32",
                       "minilm-nvfp4": "nvfp4"}
 TEACHER_DERIVED = ("minilm-fp32", "minilm-ternary-ptq", *PRECISION_VARIANTS)
+# Teacher variants the native engine loads from a cached model directory (no torch once it exists).
+NATIVE_FILE_VARIANTS = ("minilm-int8",)
 BACKBONE_IDS = (*SHIPPED_MODELS, *TEACHER_DERIVED, RANDOM_TERNARY, "mlp")
 
 
@@ -252,6 +259,12 @@ def load_backbone(backbone_id: str, cache_mb: float = 32.0, max_tokens: int = 64
     if backbone_id == "mlp":
         return None
     kw = {"max_tokens": max_tokens, "cache_mb": cache_mb, "engine": engine, "threads": threads}
+    if backbone_id in NATIVE_FILE_VARIANTS and engine != "torch" and native_available()[0]:
+        from .engines.native.from_file import load_native_model
+
+        directory = _derived_int8_dir(backbone_id)
+        encoder = NativeEncoder(load_native_model(directory), threads=threads)
+        return Backbone(backbone_id, encoder, directory / TOKENIZER_FILE, **kw)
     if backbone_id in TEACHER_DERIVED:
         from .teacher import load_teacher, ternarize_ptq
 
@@ -283,15 +296,68 @@ def load_backbone(backbone_id: str, cache_mb: float = 32.0, max_tokens: int = 64
                      f"or the path of a model directory")
 
 
+def derived_dir(backbone_id: str) -> Path:
+    """Where a teacher variant's model directory is cached: $BITRL_MODEL_CACHE (default ~/.cache/bitrl_ros/models)
+    / backbone_id.
+    """
+    root = os.environ.get("BITRL_MODEL_CACHE") or Path.home() / ".cache" / "bitrl_ros" / "models"
+    return Path(root) / backbone_id
+
+
+def _teacher_digest() -> str:
+    h = hashlib.sha256()
+    with open(teacher_dir() / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _derived_int8_dir(backbone_id: str) -> Path:
+    """The cached model directory of ``backbone_id``'s int8 linears, written from the teacher (with torch) when it
+    is missing or was derived from another teacher file.
+    """
+    directory = derived_dir(backbone_id)
+    digest = _teacher_digest()
+    config = directory / CONFIG_FILE
+    if config.is_file():
+        try:
+            recorded = read_json_object(config, ModelFileError).get("derived_from", {})
+        except ModelFileError:
+            recorded = {}
+        if recorded.get("teacher_sha256") == digest and recorded.get("variant") == PRECISION_VARIANTS[backbone_id]:
+            return directory
+    from .model_file import save_int8_model
+    from .teacher import load_teacher
+    from .variants import quantize_linears
+
+    print(f"bitrl: deriving {backbone_id} from the teacher into {directory} (once; later loads need no torch)",
+          file=sys.stderr, flush=True)
+    model, _ = load_teacher()
+    variant = quantize_linears(model, PRECISION_VARIANTS[backbone_id])
+    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    try:
+        save_int8_model(variant, teacher_dir() / "tokenizer.json", tmp,
+                        {"teacher": "all-MiniLM-L6-v2", "teacher_sha256": digest,
+                         "variant": PRECISION_VARIANTS[backbone_id]})
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not config.is_file():  # not a concurrent load that put the same files in place first
+            raise ModelFileError(f"cannot cache {backbone_id} in {directory} ({exc}); set BITRL_MODEL_CACHE to a "
+                                 "writable directory, or use engine torch") from None
+    return directory
+
+
 def _native_from_file(directory: Path, engine: str) -> bool:
-    """Whether a model directory goes straight into the native engine: a ternary model, engine native or auto
+    """Whether a model directory goes straight into the native engine: ternary or int8 linears, engine native or auto
     with the extension built. (engine native without the extension still goes the torch way, which raises the
     engine's own error.)
     """
     if engine == "torch" or not native_available()[0]:
         return False
-    _, cfg, _ = read_config(directory / CONFIG_FILE)
-    return cfg.linear == "bitlinear"
+    read_config(directory / CONFIG_FILE)
+    return weight_format(directory / CONFIG_FILE) in ("ternary", "int8")
 
 
 def load_tokenizer(backbone_id: str) -> Tokenizer | None:

@@ -1,5 +1,5 @@
-"""A native model straight from a model directory: the packed ternary weights and the float tensors read with
-numpy (model_format.py), no torch module built and no second copy kept; an int8 word-embedding table stays int8
+"""A native model straight from a model directory: the packed ternary (or int8) weights and the float tensors read
+with numpy (model_format.py), no torch module built and no second copy kept; an int8 word-embedding table stays int8
 in the engine (dequantized row by row on lookup, to the same values). How a process that only encodes (the
 ternary_encoder node) loads the shipped model.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import assemble, NativeEngineError
-from ...model_format import (CONFIG_FILE, embedding_keys, expect, read_config, read_tensors, read_ternary_linear,
-                             read_word_embedding, read_word_embedding_int8, WEIGHTS_FILE, WORD_EMBEDDING_KEY,
-                             WORD_EMBEDDING_KEYS)
+from ...arch_config import BERT_ENCODER
+from ...model_format import (CONFIG_FILE, embedding_keys, expect, read_config, read_int8_linear, read_tensors,
+                             read_ternary_linear, read_word_embedding, read_word_embedding_int8, weight_format,
+                             WEIGHTS_FILE, WORD_EMBEDDING_KEY, WORD_EMBEDDING_KEYS)
 from ....errors import ModelFileError
 
 
@@ -22,9 +23,12 @@ def load_native_model(directory: str | Path, threads: int = 1):
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: model directory not found")
     arch, cfg, emb_name = read_config(directory / CONFIG_FILE)
-    if cfg.linear != "bitlinear":
-        raise NativeEngineError(f"{directory}: the native engine needs ternary linears, but this model's are "
-                                f"{cfg.linear!r}: use engine='torch'")
+    fmt = weight_format(directory / CONFIG_FILE)
+    if fmt == "fp":
+        raise NativeEngineError(f"{directory}: the native engine needs ternary or int8 linears, but this model's "
+                                "are floating point: use engine='torch'")
+    if fmt == "int8" and arch != BERT_ENCODER:
+        raise NativeEngineError(f"{directory}: the native engine runs int8 linears in BERT encoders only")
     path = directory / WEIGHTS_FILE
     tensors = read_tensors(path)
     used: set[str] = set()
@@ -39,8 +43,12 @@ def load_native_model(directory: str | Path, threads: int = 1):
         return expect(tensors, key, tensors[key].shape, "float32", path)
 
     def linear(name, out_f, in_f):
-        q, scale = read_ternary_linear(tensors, name, out_f, in_f, path)
-        used.update({f"{name}.weight_packed", f"{name}.weight_scale"})
+        if fmt == "int8":
+            q, scale = read_int8_linear(tensors, name, out_f, in_f, path)
+            used.update({f"{name}.weight_int8", f"{name}.weight_scale"})
+        else:
+            q, scale = read_ternary_linear(tensors, name, out_f, in_f, path)
+            used.update({f"{name}.weight_packed", f"{name}.weight_scale"})
         bias = None
         if f"{name}.bias" in tensors:
             bias = expect(tensors, f"{name}.bias", (out_f,), "float32", path)
