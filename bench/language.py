@@ -36,7 +36,7 @@ RESULTS = HERE / "results" / "language.json"
 RUNS = ROOT / "build" / "bench_runs" / "language"
 
 BUDGETS = {"BabyAI-GoToRedBall-v0": 300_000, "BabyAI-GoToLocal-v0": 500_000, "SmartHome-Light-v0": 300_000,
-           "TextWorld-Cooking-L1-v0": 50_000}
+           "TextWorld-Cooking-L1-v0": 50_000, "TextWorld-Cooking-L2-v0": 100_000}
 # Token budgets fitted to each family's texts (BabyAI ~49 tokens; SmartHome-Light 59 on average, up to 91 with a
 # held-out instruction); SmartHome-Light is evaluated greedily on its held-out instructions.
 ENV_SETTINGS = {
@@ -47,8 +47,8 @@ ENV_SETTINGS = {
     # textworld's test split). A per-field entry is 14 x 384 floats (21.5 KB): the default 32 MiB cache holds
     # ~1,500 states and hit 27% (distilled s0); 256 MiB holds ~12,000. The cache returns the same vectors, so
     # only the speed differs.
-    "TextWorld-Cooking-L1-v0": {"features.max_tokens": 160, "features.cache_mb": 256.0,
-                                "eval_env": "TextWorld-Cooking-L1-Heldout-v0"},
+    **{f"TextWorld-Cooking-L{level}-v0": {"features.max_tokens": 160, "features.cache_mb": 256.0,
+                                          "eval_env": f"TextWorld-Cooking-L{level}-Heldout-v0"} for level in (1, 2)},
 }
 AGENTS = {
     "mlp": {"backbone": "mlp"},

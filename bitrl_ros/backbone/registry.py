@@ -312,20 +312,26 @@ def _teacher_digest() -> str:
     return h.hexdigest()
 
 
+def _derived_from(directory: Path) -> dict | None:
+    """What a cached model directory records it was derived from (None: no complete directory there)."""
+    config = directory / CONFIG_FILE
+    if not config.is_file():
+        return None
+    try:
+        return read_json_object(config, ModelFileError).get("derived_from")
+    except ModelFileError:
+        return None
+
+
 def _derived_int8_dir(backbone_id: str) -> Path:
     """The cached model directory of ``backbone_id``'s int8 linears, written from the teacher (with torch) when it
     is missing or was derived from another teacher file.
     """
     directory = derived_dir(backbone_id)
-    digest = _teacher_digest()
-    config = directory / CONFIG_FILE
-    if config.is_file():
-        try:
-            recorded = read_json_object(config, ModelFileError).get("derived_from", {})
-        except ModelFileError:
-            recorded = {}
-        if recorded.get("teacher_sha256") == digest and recorded.get("variant") == PRECISION_VARIANTS[backbone_id]:
-            return directory
+    origin = {"teacher": "all-MiniLM-L6-v2", "teacher_sha256": _teacher_digest(),
+              "variant": PRECISION_VARIANTS[backbone_id]}
+    if _derived_from(directory) == origin:
+        return directory
     from .model_file import save_int8_model
     from .teacher import load_teacher
     from .variants import quantize_linears
@@ -336,14 +342,12 @@ def _derived_int8_dir(backbone_id: str) -> Path:
     variant = quantize_linears(model, PRECISION_VARIANTS[backbone_id])
     tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     try:
-        save_int8_model(variant, teacher_dir() / "tokenizer.json", tmp,
-                        {"teacher": "all-MiniLM-L6-v2", "teacher_sha256": digest,
-                         "variant": PRECISION_VARIANTS[backbone_id]})
+        save_int8_model(variant, teacher_dir() / "tokenizer.json", tmp, origin)
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(tmp, directory)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not config.is_file():  # not a concurrent load that put the same files in place first
+        if _derived_from(directory) != origin:  # unless a concurrent load put the same files in place first
             raise ModelFileError(f"cannot cache {backbone_id} in {directory} ({exc}); set BITRL_MODEL_CACHE to a "
                                  "writable directory, or use engine torch") from None
     return directory

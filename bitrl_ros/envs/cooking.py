@@ -4,7 +4,7 @@ the layout and needs no textworld; the env is ``cooking_env.py``, the games ``co
 A state is language only, so the observation travels in the mission string (``info["mission"]``), one segment per
 line, ``MISSION_SEGMENTS`` of them:
 
-    line 0   the recipe: its ingredients, then its directions ("white onion. roast the white onion, prepare meal")
+    line 0   the recipe ("ingredients: white onion. directions: roast the white onion, prepare meal")
     line 1   the situation, written from the game's facts: the room, what the agent carries (with how it is cut and
              cooked), each container and supporter in sight with its state and contents, the score
     line 2+  the ``COMMAND_SLOTS`` commands the agent may choose from this step
