@@ -183,6 +183,7 @@ def _native_or_skip():
 def test_the_int8_model_file_gives_the_torch_built_native_model_bit_for_bit(tmp_path, monkeypatch):
     _native_or_skip()
     import json
+    import os
     import subprocess
     import sys
 
@@ -205,7 +206,7 @@ def test_the_int8_model_file_gives_the_torch_built_native_model_bit_for_bit(tmp_
     probe = ("import sys; from bitrl_ros.backbone import load_backbone; b = load_backbone('minilm-int8'); "
              "print(b.engine_name, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "BITRL_MODEL_CACHE": str(tmp_path)})
+                         env={**os.environ, "BITRL_MODEL_CACHE": str(tmp_path)})
     assert out.stdout.split() == ["native", "False"], out.stderr[-2000:]
     # A copy derived from another teacher file is rebuilt.
     config = json.loads((directory / "config.json").read_text())
