@@ -10,10 +10,11 @@ Agents:
              what pre-training buys
   fp32       the FP32 teacher (all-MiniLM-L6-v2)
   distilled  the shipped distilled ternary encoder (the default agent)
-The text agents read the family's renderer (serialize/grid_text.py, serialize/home_text.py) with the default readout
-(fields_proj over two segments: the mission and the state) and the token budgets of ENV_SETTINGS. SmartHome-Light
-trains on SmartHome-Light-v0 and is evaluated greedily on SmartHome-Light-Heldout-v0 (wordings and rule sets
-training never sees).
+  *-alone    the same three encoders with each text segment encoded on its own (features.context=field)
+The text agents read the family's renderer (serialize/grid_text.py, home_text.py, cooking_text.py) with the default
+readout (fields_proj over the family's segments: the mission, then the state in one or more parts) and the token
+budgets of ENV_SETTINGS. SmartHome-Light trains on SmartHome-Light-v0 and is evaluated greedily on
+SmartHome-Light-Heldout-v0 (wordings and rule sets training never sees).
 
 Per cell: success rate of the last 100 training episodes, greedy success rate over 50 fresh episodes, final
 return, env steps/s and the embedding cache's hit rate. Finished cells are merged into
@@ -52,9 +53,15 @@ ENV_SETTINGS = {
 }
 AGENTS = {
     "mlp": {"backbone": "mlp"},
-    "random": {"backbone": "minilm-ternary-random"},
-    "fp32": {"backbone": "minilm-fp32"},
-    "distilled": {"backbone": "minilm-bitnet-distilled"},
+    # Read within the state text (features.context=state), as measured before context=field became the default.
+    "random": {"backbone": "minilm-ternary-random", "features.context": "state"},
+    "fp32": {"backbone": "minilm-fp32", "features.context": "state"},
+    "distilled": {"backbone": "minilm-bitnet-distilled", "features.context": "state"},
+    # Each text segment encoded on its own (features.context=field): no attention across segments, and a segment
+    # seen before (an instruction, a room's state, a command) is one cache lookup.
+    **{f"{name}-alone": {"backbone": backbone, "features.context": "field"}
+       for name, backbone in (("random", "minilm-ternary-random"), ("fp32", "minilm-fp32"),
+                              ("distilled", "minilm-bitnet-distilled"))},
 }
 
 

@@ -6,11 +6,14 @@ Agents (features as config/train.yaml sets them unless named otherwise):
   mlp              PPO on the raw observation
   fp32             the FP32 teacher (all-MiniLM-L6-v2), the default readout and serialization
   ptq              the teacher ternarized post-training, same features
-  distilled        the shipped distilled ternary encoder (the default agent: readout fields_proj)
+  distilled        the shipped distilled ternary encoder (readout fields_proj, each field read within the state
+                   text: the default agent until features.context=field became the default)
   distilled-fields the same with the untrained per-field readout (fields)
   distilled-paper  the distilled encoder with the paper's recipe: mean pooling, fixed-decimal numbers
   hybrid           the distilled encoder's per-field vectors through the trainable projection (fields_proj, which
                    starts at zero) next to the raw observation
+  *-alone          fp32, ptq and distilled with each field encoded on its own (features.context=field; the
+                   default agent is distilled-alone)
 
 Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
 Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
@@ -52,14 +55,22 @@ FLOORS = {"CartPole-v1": 0.0, "Acrobot-v1": -500.0, "MountainCar-v0": -200.0, "H
 # and its PPO's entropy bonus.
 PAPER_ENT = {"ppo.ent_coef": 0.05}
 PAPER = {"features.readout": "mean", "serializer.numbers": "fixed", "features.balance": False, **PAPER_ENT}
+ALONE = "-alone"  # agents whose fields are encoded on their own
+# The agents measured before features.context=field became the default read each field within the state text.
+STATE = {"features.context": "state"}
 BASE_AGENTS = {
     "mlp": {"backbone": "mlp"},
-    "fp32": {"backbone": "minilm-fp32"},
-    "ptq": {"backbone": "minilm-ternary-ptq"},
-    "distilled": {"backbone": "minilm-bitnet-distilled"},
-    "distilled-fields": {"backbone": "minilm-bitnet-distilled", "features.readout": "fields"},
+    "fp32": {"backbone": "minilm-fp32", **STATE},
+    "ptq": {"backbone": "minilm-ternary-ptq", **STATE},
+    "distilled": {"backbone": "minilm-bitnet-distilled", **STATE},
+    "distilled-fields": {"backbone": "minilm-bitnet-distilled", "features.readout": "fields", **STATE},
     "distilled-paper": {"backbone": "minilm-bitnet-distilled", **PAPER},
-    "hybrid": {"backbone": "minilm-bitnet-distilled", "features.raw_skip": True, "features.readout": "fields_proj"},
+    "hybrid": {"backbone": "minilm-bitnet-distilled", "features.raw_skip": True, "features.readout": "fields_proj",
+               **STATE},
+    # each field encoded on its own (features.context=field: cached per field value)
+    **{f"{name}{ALONE}": {"backbone": backbone, "features.context": "field"}
+       for name, backbone in (("fp32", "minilm-fp32"), ("ptq", "minilm-ternary-ptq"),
+                              ("distilled", "minilm-bitnet-distilled"))},
 }
 # Every agent but the paper's also with the paper's entropy bonus (the default before it was measured): "<agent>-ent05".
 ENT05 = "-ent05"
@@ -67,9 +78,14 @@ AGENTS = {**BASE_AGENTS, **{f"{name}{ENT05}": {**spec, **PAPER_ENT} for name, sp
                             if name != "distilled-paper"}}
 
 
-def _base(agent: str) -> tuple[str, str]:
-    """(agent without its PPO suffix, the suffix): rows compare with mlp / fp32 of the same PPO settings."""
-    return (agent[:-len(ENT05)], ENT05) if agent.endswith(ENT05) else (agent, "")
+def _base(agent: str) -> tuple[str, str, str]:
+    """(agent without its suffixes, its PPO suffix, its feature suffix): a row compares with mlp of the same PPO
+    settings and with fp32 of the same PPO settings and features.
+    """
+    ppo = ENT05 if agent.endswith(ENT05) else ""
+    agent = agent[: len(agent) - len(ppo)]
+    features = ALONE if agent.endswith(ALONE) else ""
+    return agent[: len(agent) - len(features)], ppo, features
 
 
 def cell_id(env: str, agent: str, seed: int) -> str:
@@ -181,9 +197,9 @@ def summarize(data: dict) -> dict:
                            "steps_per_s": float(np.mean([c["steps_per_s"] for c in cells]))}
         floor = FLOORS.get(env, 0.0)
         for agent, row in rows.items():
-            base, suffix = _base(agent)
-            fp32, mlp_row = rows.get("fp32" + suffix), rows.get("mlp" + suffix)
-            fp32_final = {c["seed"]: c["final_return"] for c in agents.get("fp32" + suffix, [])}
+            base, ppo, features = _base(agent)
+            fp32, mlp_row = rows.get("fp32" + features + ppo), rows.get("mlp" + ppo)
+            fp32_final = {c["seed"]: c["final_return"] for c in agents.get("fp32" + features + ppo, [])}
             if mlp_row and base != "mlp" and mlp_row["solved"] == len(mlp_row["seeds"]) and \
                     row["solved"] == len(row["seeds"]):
                 row["steps_ratio_to_mlp"] = row["steps_to_threshold_mean"] / mlp_row["steps_to_threshold_mean"]

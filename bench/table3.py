@@ -43,20 +43,22 @@ RESULTS = HERE / "results" / "table3.json"
 RUNS = ROOT / "build" / "bench_runs" / "table3"
 PRECISION = HERE / "results" / "precision_variants.json"
 
+# Measured before features.context=field became the default: each field read within the state text.
+STATE = {"features.context": "state"}
 AGENTS = {
-    "ternary": {"backbone": "minilm-bitnet-distilled"},
-    "ptq": {"backbone": "minilm-ternary-ptq"},
-    "fp32": {"backbone": "minilm-fp32"},
-    "fp16": {"backbone": "minilm-fp16"},
-    "int8": {"backbone": "minilm-int8"},
-    "int4-g32": {"backbone": "minilm-int4-g32"},
-    "nvfp4": {"backbone": "minilm-nvfp4"},
-    "hybrid-int8": {"backbone": "minilm-bitnet-distilled", "critic_backbone": "minilm-int8"},
-    "aqn": {"backbone": "minilm-bitnet-distilled", "aqn.enabled": True},
-    "nvfp4-acting": {"backbone": "minilm-bitnet-distilled", "ppo.acting_precision": "nvfp4"},
-    "no-grad-clip": {"backbone": "minilm-bitnet-distilled", "ppo.max_grad_norm": 1000.0},
-    "standard-ppo": {"backbone": "minilm-bitnet-distilled", "ppo.clip_coef": 0.2, "ppo.ent_coef": 0.01},
-    "value-only-ternary": {"backbone": "minilm-fp32", "critic_backbone": "minilm-bitnet-distilled"},
+    "ternary": {"backbone": "minilm-bitnet-distilled", **STATE},
+    "ptq": {"backbone": "minilm-ternary-ptq", **STATE},
+    "fp32": {"backbone": "minilm-fp32", **STATE},
+    "fp16": {"backbone": "minilm-fp16", **STATE},
+    "int8": {"backbone": "minilm-int8", **STATE},
+    "int4-g32": {"backbone": "minilm-int4-g32", **STATE},
+    "nvfp4": {"backbone": "minilm-nvfp4", **STATE},
+    "hybrid-int8": {"backbone": "minilm-bitnet-distilled", "critic_backbone": "minilm-int8", **STATE},
+    "aqn": {"backbone": "minilm-bitnet-distilled", "aqn.enabled": True, **STATE},
+    "nvfp4-acting": {"backbone": "minilm-bitnet-distilled", "ppo.acting_precision": "nvfp4", **STATE},
+    "no-grad-clip": {"backbone": "minilm-bitnet-distilled", "ppo.max_grad_norm": 1000.0, **STATE},
+    "standard-ppo": {"backbone": "minilm-bitnet-distilled", "ppo.clip_coef": 0.2, "ppo.ent_coef": 0.01, **STATE},
+    "value-only-ternary": {"backbone": "minilm-fp32", "critic_backbone": "minilm-bitnet-distilled", **STATE},
 }
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
 

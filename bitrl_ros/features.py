@@ -14,6 +14,9 @@ Readouts of the frozen backbone:
 - ``fields_proj``: the ``fields`` vectors, each projected by a shared trainable linear map to ``proj_dim`` dims
   inside the heads (trained by PPO; the backbone is never back-propagated through).
 
+A per-field readout reads each field in the context of the whole state text (``context`` "state") or encodes
+each field's tokens on their own (``context`` "field"; Backbone.encode_fields).
+
 The stages are separate so that the ROS graph can run them in separate nodes (`state_serializer` runs
 `TextStage`, `ternary_encoder` runs `EmbedStage`) while `bitrl train` composes them in `StateEncoder`: one
 implementation of each step for both paths.
@@ -28,7 +31,7 @@ from bitrl_ros.envs import EnvSpec
 from bitrl_ros.errors import CheckpointError
 from bitrl_ros.serialize import Serializer, validate_observation
 from bitrl_ros.serialize.mission import bag_of_words
-from bitrl_ros.settings import FIELD_READOUTS, READOUTS, TRAINABLE_READOUTS
+from bitrl_ros.settings import FIELD_CONTEXTS, FIELD_READOUTS, READOUTS, TRAINABLE_READOUTS
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,12 @@ class FeatureLayout:
     critic_hidden: int = 0     # its width
     mission_segments: int = 1  # bags of words of the mission, one per segment (EnvSpec.mission_segments)
     command_slots: int = 0     # command-scoring policy: the last readout_fields are these command slots
+    context: str = "state"     # per-field readouts: each field read within the state text, or on its own
 
     @classmethod
     def build(cls, spec: EnvSpec, backbone_id: str, hidden: int, readout: str, raw_skip: bool,
               serializer: Serializer | None, proj_dim: int = 16, balance: bool = True, critic_backbone: str = "",
-              critic_hidden: int = 0) -> "FeatureLayout":
+              critic_hidden: int = 0, context: str = "state") -> "FeatureLayout":
         words = tuple(spec.mission_words)
         if backbone_id == "mlp" or hidden == 0:
             if critic_backbone:
@@ -62,6 +66,10 @@ class FeatureLayout:
                        mission_segments=spec.mission_segments, command_slots=spec.command_slots)
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {', '.join(READOUTS)}")
+        if context not in FIELD_CONTEXTS:
+            raise ValueError(f"unknown field context {context!r}; expected one of {', '.join(FIELD_CONTEXTS)}")
+        if readout not in FIELD_READOUTS:
+            context = "state"  # a pooled readout reads the whole text: the field context does not apply
         if bool(critic_backbone) != bool(critic_hidden):
             raise ValueError(f"critic backbone {critic_backbone!r} with width {critic_hidden}")
         if spec.command_slots and readout not in FIELD_READOUTS:
@@ -70,7 +78,8 @@ class FeatureLayout:
         return cls(backbone_id, readout, int(hidden), spec.obs_dim, bool(raw_skip),
                    None if serializer is None else serializer.describe(),
                    int(proj_dim) if readout in TRAINABLE_READOUTS else 0, bool(balance), len(spec.readout_fields),
-                   words, critic_backbone or "", int(critic_hidden), spec.mission_segments, spec.command_slots)
+                   words, critic_backbone or "", int(critic_hidden), spec.mission_segments, spec.command_slots,
+                   context)
 
     def __post_init__(self):
         if not self.readout_fields:
@@ -179,7 +188,7 @@ class FeatureLayout:
         names = {f.name for f in fields(cls)}
         if isinstance(d, dict):  # records written before language-conditioned envs / the hybrid critic existed
             d = {"readout_fields": 0, "mission_words": (), "critic_backbone": "", "critic_hidden": 0,
-                 "mission_segments": 1, "command_slots": 0, **d}
+                 "mission_segments": 1, "command_slots": 0, "context": "state", **d}
         if not isinstance(d, dict) or set(d) != names:
             raise CheckpointError(f"{where}: a feature layout needs exactly the keys {sorted(names)}, got "
                                   f"{sorted(d) if isinstance(d, dict) else type(d).__name__}")
@@ -238,7 +247,7 @@ class EmbedStage:
 
     def _readout(self, backbone, token_ids, token_fields) -> np.ndarray:
         if self.layout.per_field:
-            return backbone.encode_fields(token_ids, token_fields, self.layout.readout_fields)
+            return backbone.encode_fields(token_ids, token_fields, self.layout.readout_fields, self.layout.context)
         return backbone.encode_tokens(token_ids, pooling=self.layout.readout)
 
     def __call__(self, token_ids, token_fields, obs: np.ndarray, missions=None) -> np.ndarray:
@@ -295,7 +304,8 @@ class StateEncoder:
     """
 
     def __init__(self, spec: EnvSpec, serializer: Serializer | None, backbone, readout: str = "mean",
-                 raw_skip: bool = False, proj_dim: int = 16, balance: bool = True, critic_backbone=None):
+                 raw_skip: bool = False, proj_dim: int = 16, balance: bool = True, critic_backbone=None,
+                 context: str = "state"):
         if backbone is not None and serializer is None:
             raise ValueError("a backbone needs a serializer")
         if critic_backbone is not None:
@@ -307,7 +317,7 @@ class StateEncoder:
                                           0 if backbone is None else backbone.hidden_size, readout, raw_skip,
                                           serializer, proj_dim, balance,
                                           "" if critic_backbone is None else critic_backbone.id,
-                                          0 if critic_backbone is None else critic_backbone.hidden_size)
+                                          0 if critic_backbone is None else critic_backbone.hidden_size, context)
         self.text = None if backbone is None else TextStage(spec, serializer, backbone.tokenizer,
                                                             backbone.max_tokens)
         self.embed = EmbedStage(backbone, self.layout, critic_backbone)
@@ -361,4 +371,4 @@ def node_layout(params: dict, backbone_id: str, hidden: int, critic_hidden: int 
     readout = params.get("pooling") or params["readout"]
     return FeatureLayout.build(get_spec(params["env"]), backbone_id, hidden, readout, params["raw_skip"],
                                None if hidden == 0 else node_serializer(params), params["proj_dim"],
-                               params["balance"], params.get("critic_backbone", ""), critic_hidden)
+                               params["balance"], params.get("critic_backbone", ""), critic_hidden, params["context"])

@@ -23,6 +23,7 @@ POOLINGS = ("mean", "cls", "last")                  # one pooled vector per stat
 FIELD_READOUTS = ("fields", "fields_proj")          # one vector per observation field
 READOUTS = POOLINGS + FIELD_READOUTS
 TRAINABLE_READOUTS = ("fields_proj",)               # readouts with trainable parameters inside the heads
+FIELD_CONTEXTS = ("state", "field")  # per-field readouts: a field read within the whole state text, or on its own
 ENGINES = ("auto", "torch", "native")
 EXECUTORS = ("events", "multi", "single")         # how an in-process graph spins (nodes.base.make_executor)
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
@@ -198,6 +199,10 @@ FEATURES = (
     Setting("pooling", None, "the old name of readout, for mean | cls | last", choices=POOLINGS, nullable=True,
             kind=str),
     Setting("proj_dim", 16, "fields_proj: trainable dims per field", 1, 256),
+    Setting("context", "field", "per-field readouts: read each field's tokens in the context of the whole state "
+            "text (state), or encode each field on its own (field: no attention across fields, and a field value "
+            "seen before is one cache lookup whatever the other fields say); pooled readouts read the whole text",
+            choices=FIELD_CONTEXTS),
     Setting("balance", True, "scale the normalized backbone features to the raw observation's total variance "
             "(keeps PPO updates of high-dimensional features as small as on raw numbers)"),
     Setting("raw_skip", False, "append the raw observation to the backbone features (hybrid)"),
@@ -208,7 +213,7 @@ FEATURES = (
             choices=ENGINES),
 )
 # The feature settings the serializer, encoder and policy nodes must agree on (set under `/**` in agent.yaml).
-SHARED_FEATURES = ("readout", "proj_dim", "balance", "raw_skip")
+SHARED_FEATURES = ("readout", "context", "proj_dim", "balance", "raw_skip")
 
 # -- train.normalize ----------------------------------------------------------------------------------------------
 NORMALIZE = (

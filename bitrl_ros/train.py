@@ -70,7 +70,7 @@ def build_state_encoder(cfg: TrainConfig) -> StateEncoder:
     serializer = None if backbone is None else get_serializer(cfg.env, cfg.serializer.format,
                                                               cfg.serializer.precision, cfg.serializer.numbers)
     return StateEncoder(get_spec(cfg.env), serializer, backbone, cfg.features.readout, cfg.features.raw_skip,
-                        cfg.features.proj_dim, cfg.features.balance, critic)
+                        cfg.features.proj_dim, cfg.features.balance, critic, cfg.features.context)
 
 
 def missions_of(infos: dict, spec) -> list[str] | None:

@@ -197,9 +197,10 @@ def test_encoder_with_a_critic_backbone_publishes_both_readouts():
 
 
 @pytest.mark.slow
-def test_encoder_per_field_readout_uses_the_token_fields():
+@pytest.mark.parametrize("context", ["state", "field"])
+def test_encoder_per_field_readout_uses_the_token_fields(context):
     ns = unique_ns("encf")
-    enc, probe = _pair(TernaryEncoderNode, ns, _params(backbone=BACKBONE, readout="fields"),
+    enc, probe = _pair(TernaryEncoderNode, ns, _params(backbone=BACKBONE, readout="fields", context=context),
                        (SerializedState, "serialized_state", EncodedState, "encoded_state"))
     try:
         assert enc.node.feature_dim == 4 * 384
@@ -215,7 +216,7 @@ def test_encoder_per_field_readout_uses_the_token_fields():
         probe.node.pub.publish(bad)
         assert wait_for(lambda: len(probe.node.received) == 1 and enc.node.error_count == 1)
         np.testing.assert_allclose(np.asarray(probe.node.received[0].embedding),
-                                   reference.encode_fields(ids, fields, 4)[0], atol=1e-5)
+                                   reference.encode_fields(ids, fields, 4, context)[0], atol=1e-5)
         assert probe.node.received[0].readout == "fields"
     finally:
         probe.close()

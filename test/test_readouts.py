@@ -138,6 +138,51 @@ def test_fields_readout_is_the_mean_of_each_fields_token_states(distilled):
     assert np.linalg.norm(vecs[1] - vecs[2]) > 1.0
 
 
+def test_field_context_encodes_each_field_on_its_own_and_caches_it_per_field():
+    """Context "field": a field's vector is that field's text encoded alone (between [CLS] and [SEP]); the same
+    value in another state is a cache hit; a field with no token reads as zeros.
+    """
+    backbone = load_backbone(BACKBONE, cache_mb=16)
+    spec = get_spec("CartPole-v1")
+    stage = TextStage(spec, get_serializer("CartPole-v1"), backbone.tokenizer, 64)
+    _, texts, ids, fields = stage(np.array([[0.02, -1.37, 0.11, -0.4], [0.5, -1.37, 0.3, 0.8]]))
+    alone = backbone.encode_fields(ids, fields, 4, context="field")
+    assert alone.shape == (2, 4 * 384)
+    cls, sep = ids[0][0], ids[0][-1]
+    for row in range(2):
+        for f in range(4):
+            own = [i for i, g in zip(ids[row], fields[row]) if g == f]
+            want = backbone.engine.hidden([[cls] + own + [sep]])[0][1: 1 + len(own)].mean(0)
+            np.testing.assert_allclose(alone[row, f * 384: (f + 1) * 384], want, rtol=1e-5, atol=1e-5)
+    # x_dot is the same in both states: 7 distinct field texts are encoded and kept, and each is a hit later
+    assert backbone.cache_stats()["size"] == 7
+    np.testing.assert_array_equal(backbone.encode_fields(ids[1:], fields[1:], 4, context="field"), alone[1:])
+    assert backbone.cache_stats()["hits"] == 4
+    np.testing.assert_array_equal(alone[0, 384: 768], alone[1, 384: 768])
+    # read within the state text, the same value differs with its neighbours
+    joint = backbone.encode_fields(ids, fields, 4)
+    assert np.abs(joint[0, 384: 768] - joint[1, 384: 768]).max() > 1e-3
+    assert np.abs(joint - alone).max() > 1e-2
+    cut = [f if f != 3 else -1 for f in fields[0]]
+    assert not backbone.encode_fields(ids[:1], [cut], 4, context="field")[0, 3 * 384:].any()
+    with pytest.raises(ValueError, match="unknown field context"):
+        backbone.encode_fields(ids, fields, 4, context="sentence")
+
+
+def test_field_context_is_recorded_in_the_layout_and_applies_to_per_field_readouts():
+    spec = get_spec("SmartHome-Light-v0")
+    serializer = get_serializer("SmartHome-Light-v0")
+    layout = FeatureLayout.build(spec, BACKBONE, 384, "fields_proj", False, serializer, context="field")
+    assert layout.readout_fields == 6 and FeatureLayout.from_dict(layout.to_dict()) == layout
+    state = FeatureLayout.build(spec, BACKBONE, 384, "fields_proj", False, serializer)
+    with pytest.raises(CheckpointError, match="context: saved 'field', now 'state'"):
+        state.check_same(layout, "ck")
+    # a pooled readout reads the whole text whatever the setting says (the paper's recipe stays one flag away)
+    assert FeatureLayout.build(spec, BACKBONE, 384, "mean", False, serializer, context="field").context == "state"
+    old = {k: v for k, v in layout.to_dict().items() if k != "context"}  # a record from before the setting
+    assert FeatureLayout.from_dict(old).context == "state"
+
+
 @pytest.mark.skipif(not native_available()[0], reason="native extension not built")
 def test_native_token_states_match_torch(distilled):
     torch_bb = load_backbone(BACKBONE, engine="torch", cache_mb=0)

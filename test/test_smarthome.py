@@ -121,11 +121,38 @@ def test_renderer_is_deterministic_and_refuses_impossible_states():
     text, spans = ser.render(values, mission="Keep empty rooms dark.")
     assert text == ("keep empty rooms dark. 19:45, rainy, daylight 0.10. living room: someone awake, light dim. "
                     "kitchen: empty, light off. bedroom: empty, light off. bathroom: empty, light off.")
-    assert text[slice(*spans[0])] == "keep empty rooms dark" and text[slice(*spans[1])].startswith("19:45")
+    assert [text[slice(*s)] for s in spans[0]] == ["keep empty rooms dark"]
+    assert [text[slice(*s)] for s in spans[1:]] == [
+        "19:45, rainy, daylight 0.10", "living room: someone awake, light dim", "kitchen: empty, light off",
+        "bedroom: empty, light off", "bathroom: empty, light off"]
+    assert len(spans) == len(get_spec(ENV).readout_fields) == 6
     assert ser.render(values.copy(), mission="keep empty rooms dark")[0] == text
+    # The instruction comes in pieces, its clauses; the connectors belong to no piece.
+    mission = "Keep empty rooms dark; also save energy: prefer dim, and no light in empty rooms"
+    text, spans = ser.render(values, mission=mission)
+    assert [text[slice(*s)] for s in spans[0]] == ["keep empty rooms dark", "also save energy: prefer dim",
+                                                   "no light in empty rooms"]
     values[8] = 1.5
     with pytest.raises(InvalidObservation, match="light_kitchen"):
         ser.render(values, mission="x")
+
+
+def test_clauses_encoded_alone_add_up_whatever_their_order():
+    """features.context=field reads the instruction as the sum of its clauses, each encoded on its own: a set."""
+    from bitrl_ros.backbone import load_backbone
+    from bitrl_ros.features import StateEncoder
+
+    backbone = load_backbone("minilm-bitnet-distilled", cache_mb=8)
+    encoder = StateEncoder(get_spec(ENV), get_serializer(ENV), backbone, "fields", context="field")
+    values = np.array([[19.75, 0.1, 2, 1, 0, 0, 0, 1, 0, 0, 0]] * 4)
+    a, b = "keep empty rooms dark", "save energy: prefer dim"
+    feats = encoder(values, [f"{a}; {b}", f"{b} and {a}", a, b]).reshape(4, 6, -1)
+    np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(feats[0, 0], feats[2, 0] + feats[3, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(feats[0, 1:], feats[2, 1:])  # the home reads the same whatever the instruction
+    joint = StateEncoder(get_spec(ENV), get_serializer(ENV), backbone, "fields")
+    joint = joint(values[:2], [f"{a}; {b}", f"{b} and {a}"])
+    assert np.abs(joint[0] - joint[1]).max() > 1e-3  # read within the text, the order shows
 
 
 @pytest.mark.slow

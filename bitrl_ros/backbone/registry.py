@@ -20,10 +20,10 @@ import numpy as np
 from .engines.native import native_available, NativeEncoder
 from .locations import shipped_model_dir, teacher_dir
 from .model_format import CONFIG_FILE, read_config, TOKENIZER_FILE, weight_format
-from .tokenizer import Tokenizer
+from .tokenizer import special_token_ids, Tokenizer
 from ..errors import ModelFileError
 from ..fileio import read_json_object
-from ..settings import ENGINES, POOLINGS
+from ..settings import ENGINES, FIELD_CONTEXTS, POOLINGS
 
 DEFAULT_BACKBONE = "minilm-bitnet-distilled"
 # Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
@@ -84,6 +84,7 @@ class Backbone:
         self._misses = 0
         self.cache_off_reason = ""  # why the cache switched itself off ("" while it is on, or never was)
         self._norm_noise = None     # noise.NormNoise, made on the first set_norm_noise
+        self._specials = None       # special token ids, read when a field is first encoded on its own
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -117,12 +118,21 @@ class Backbone:
         return out
 
     def encode_fields(self, token_id_lists: list[list[int]], token_field_lists: list[list[int]],
-                      num_fields: int) -> np.ndarray:
+                      num_fields: int, context: str = "state") -> np.ndarray:
         """Per-field readout float32 [B, num_fields * hidden_size]: for every field, the mean of the last-layer
         states of the tokens aligned to it (token_field_lists, from Tokenizer.encode_aligned; -1 = no field),
-        fields concatenated in order; a field with no token (truncated away) reads as zeros. Cached like
-        encode_tokens, keyed by ids and alignment.
+        fields concatenated in order; a field with no token (truncated away) reads as zeros.
+
+        context "state": the tokens are read in the context of the whole state text, cached per state (keyed by
+        ids and alignment). "field": each field's tokens are encoded on their own, between the sequence's special
+        tokens, and cached per field, so a field value seen before costs a lookup whatever the other fields say.
+        A field in several pieces (runs of its tokens with others between, e.g. the clauses of an instruction)
+        then reads as the sum of its pieces' vectors, each piece encoded alone: a set, whatever the order.
         """
+        if context not in FIELD_CONTEXTS:
+            raise ValueError(f"unknown field context {context!r}; expected one of {', '.join(FIELD_CONTEXTS)}")
+        if context == "field":
+            return self._encode_fields_alone(token_id_lists, token_field_lists, num_fields)
         keys = []
         for ids, fields in zip(token_id_lists, token_field_lists):
             if len(fields) != len(ids):
@@ -136,6 +146,40 @@ class Backbone:
             return [field_means(h[: len(k[0]) // _ID_BYTES], np.frombuffer(k[1], dtype=np.int16), num_fields)
                     .reshape(width) for k, h in zip(missing, states)]
         return self._cached(keys, width, run)
+
+    def _encode_fields_alone(self, token_id_lists, token_field_lists, num_fields: int) -> np.ndarray:
+        specials = self._special_ids()
+        keys, slots = [], []  # one key per (state, field) with tokens; slots[i]: its row and field
+        for row, (ids, fields) in enumerate(zip(token_id_lists, token_field_lists)):
+            if len(fields) != len(ids):
+                raise ValueError(f"{len(fields)} token fields for {len(ids)} token ids")
+            lead = 0
+            while lead < len(ids) and ids[lead] in specials:
+                lead += 1
+            trail = len(ids)
+            while trail > lead and ids[trail - 1] in specials:
+                trail -= 1
+            for f, piece in _field_runs(fields, num_fields):
+                keys.append((self._checked(list(ids[:lead]) + [ids[j] for j in piece] + list(ids[trail:])), lead,
+                             len(piece), self.noise_tag))
+                slots.append((row, f))
+
+        def run(missing):
+            states = self.engine.hidden([_ids(k[0]) for k in missing])
+            return [h[k[1]: k[1] + k[2]].mean(0) for k, h in zip(missing, states)]
+        out = np.zeros((len(token_id_lists), num_fields, self.hidden_size), dtype=np.float32)
+        if keys:
+            vecs = self._cached(keys, self.hidden_size, run)
+            rows, cols = zip(*slots)
+            np.add.at(out, (np.array(rows), np.array(cols)), vecs)  # a field's pieces add up
+        return out.reshape(len(token_id_lists), num_fields * self.hidden_size)
+
+    def _special_ids(self) -> frozenset:
+        """The tokenizer's special token ids but its unknown token: what a sequence starts and ends with."""
+        if self._specials is None:
+            path = self._tokenizer.path if isinstance(self._tokenizer, Tokenizer) else Path(self._tokenizer)
+            self._specials = special_token_ids(path)
+        return self._specials
 
     @property
     def noise_tag(self) -> tuple | None:
@@ -229,6 +273,22 @@ def _entry_bytes(key: tuple, vec: np.ndarray) -> int:
     (an upper bound: interned strings and small ints are shared), and the ordered dict's node.
     """
     return sys.getsizeof(vec) + sys.getsizeof(key) + sum(sys.getsizeof(p) for p in key) + _DICT_NODE_BYTES
+
+
+def _field_runs(token_fields, num_fields: int) -> list[tuple[int, list[int]]]:
+    """(field, token positions) of every run of consecutive tokens of one field (-1 and fields >= num_fields,
+    truncated away, are none).
+    """
+    runs: list[tuple[int, list[int]]] = []
+    last = -1
+    for j, f in enumerate(token_fields):
+        if 0 <= f < num_fields:
+            if f == last:
+                runs[-1][1].append(j)
+            else:
+                runs.append((f, [j]))
+        last = f
+    return runs
 
 
 def field_means(states: np.ndarray, token_fields: np.ndarray, num_fields: int) -> np.ndarray:

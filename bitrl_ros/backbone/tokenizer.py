@@ -42,19 +42,20 @@ class Tokenizer:
 
     def encode_aligned(self, texts: list[str], spans, max_tokens: int | None = None):
         """(token ids, token fields) per text: token_fields[j] is the index of the field whose character span
-        (spans[i][f] = (start, end), from Serializer.render) token j overlaps, or -1 (special tokens, names,
-        punctuation between values). Truncation cuts both lists alike.
+        (spans[i][f] = (start, end), from Serializer.render; or a tuple of such spans, a field in several pieces)
+        token j overlaps, or -1 (special tokens, names, punctuation between values). Truncation cuts both lists
+        alike.
         """
         ids_out, fields_out = [], []
         for (ids, offsets), text_spans in zip(self._encode(texts, max_tokens), spans):
             # Tokens and spans both run left to right: one sweep, not a search per token (the 40 Hz path).
-            order = sorted(range(len(text_spans)), key=lambda i: text_spans[i][0])
+            order = sorted(_pieces(text_spans))
             fields, k = [], 0
             for start, end in offsets:
-                while k < len(order) and text_spans[order[k]][1] <= start:
+                while k < len(order) and order[k][1] <= start:
                     k += 1
-                inside = end > start and k < len(order) and text_spans[order[k]][0] < end
-                fields.append(order[k] if inside else -1)
+                inside = end > start and k < len(order) and order[k][0] < end
+                fields.append(order[k][2] if inside else -1)
             ids_out.append(ids)
             fields_out.append(fields)
         return ids_out, fields_out
@@ -82,6 +83,26 @@ class Tokenizer:
 
     def to_str(self) -> str:
         return self._tok.to_str()
+
+
+def _pieces(text_spans) -> list[tuple[int, int, int]]:
+    """(start, end, field) of every piece: a field's entry is one (start, end) span or a tuple of them."""
+    out = []
+    for f, span in enumerate(text_spans):
+        for start, end in (span if span and isinstance(span[0], (tuple, list)) else (span,)):
+            out.append((start, end, f))
+    return out
+
+
+def special_token_ids(path: str | Path) -> frozenset:
+    """Ids of a tokenizer.json's special tokens ([CLS], [SEP], <s>, ...), its unknown token left out (that one
+    stands for text), without building the tokenizer (an encoder that only gets token ids needs no vocabulary).
+    """
+    from ..fileio import read_json_object
+
+    d = read_json_object(path, ModelFileError)
+    unk = (d.get("model") or {}).get("unk_token")
+    return frozenset(t["id"] for t in d.get("added_tokens", []) if t.get("special") and t.get("content") != unk)
 
 
 def _first_line(e: Exception) -> str:

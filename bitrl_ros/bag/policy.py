@@ -217,7 +217,7 @@ def _features_from_layout(decisions, policy: EvaluatedPolicy, backbone: str | No
 
             critic = load_backbone(layout.critic_backbone)
         encoder = StateEncoder(spec, Serializer.from_description(spec, layout.serializer), model, layout.readout,
-                               layout.raw_skip, layout.proj_dim, layout.balance, critic)
+                               layout.raw_skip, layout.proj_dim, layout.balance, critic, layout.context)
         encoder.layout.check_same(layout, str(state_file))
         return encoder
 

@@ -56,7 +56,7 @@ SUCCESS_COMFORT = 0.8
 
 FIELD_NAMES = ("hour", "daylight", "weather") + tuple(f"occupied_{r.replace(' ', '_')}" for r in ROOMS) + tuple(
     f"light_{r.replace(' ', '_')}" for r in ROOMS)
-TEXT_FIELDS = ("mission", "home")
+TEXT_FIELDS = ("mission", "clock") + tuple(ROOMS)  # the per-field readouts' segments (serialize/home_text.py)
 NUM_ACTIONS = 1 + len(ROOMS) * len(LEVELS)
 
 RULES = ("dark_empty", "read_bright", "baby_dark", "prefer_dim")

@@ -4,8 +4,9 @@
      fridge: white onion, red onion; oven: empty; ... ; score 0 of 3. take white onion from fridge; close fridge; ..."
 
 The per-field readouts read MISSION_SEGMENTS segments (``EnvSpec.text_fields``): the recipe, the situation, and
-each command slot, so the command-scoring policy head gets one vector per command, read in the context of the
-whole state. The values (score, maximum score) are validated; the situation line already says them.
+each command slot, so the command-scoring policy head gets one vector per command (encoded on its own with
+``features.context=field``, the default; read within the whole state text with ``state``). The values (score,
+maximum score) are validated; the situation line already says them.
 """
 from __future__ import annotations
 

@@ -15,6 +15,23 @@ def normalize_mission(mission: str) -> str:
     return re.sub(r"\s+", " ", str(mission)).strip().rstrip(".").lower()
 
 
+_CLAUSE_BREAK = re.compile(r"\s*;\s*|,?\s+and\s+")
+
+
+def clause_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each clause of an instruction: the text split at semicolons and at "and" (with or without
+    a comma before it); empty pieces are dropped. A plain splitter, not a parser: it knows no rule or wording.
+    """
+    spans, start = [], 0
+    for m in _CLAUSE_BREAK.finditer(text):
+        if m.start() > start:
+            spans.append((start, m.start()))
+        start = m.end()
+    if len(text) > start:
+        spans.append((start, len(text)))
+    return tuple(spans)
+
+
 @functools.lru_cache(maxsize=8)
 def _word_index(words: tuple[str, ...]) -> dict[str, int]:
     return {w: i for i, w in enumerate(words)}
