@@ -177,6 +177,9 @@ def load_run_config(run_dir: str | Path, overrides: dict[str, Any] | None = None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: unreadable run configuration ({type(exc).__name__}: {exc})") from None
     section = copy.deepcopy(section)
+    # Runs from before features.context existed read each field within the state text.
+    if isinstance(section.get("features"), dict):
+        section["features"].setdefault("context", "state")
     for dotted, value in (overrides or {}).items():
         if dotted in RESUMABLE:
             continue

@@ -69,3 +69,17 @@ def test_a_resume_keeps_the_ppo_settings_the_run_resolved(tmp_path):
     assert cfg.ppo["ent_coef"] == 0.05 and cfg.ppo["clip_coef"] == 0.2 and cfg.total_steps == 4096
     with pytest.raises(ConfigError, match="ppo.ent_coef = 0.05"):
         load_run_config(tmp_path, {"ppo.ent_coef": 0.01})
+
+
+def test_a_run_from_before_the_field_context_resumes_as_it_ran(tmp_path):
+    """A run's config.json without features.context read each field within the state text."""
+    import json
+
+    from bitrl_ros.config import load_run_config
+
+    cfg = load_train_config()
+    section = cfg.to_dict()
+    section["features"].pop("context")
+    (tmp_path / "config.json").write_text(json.dumps({"train": section, "ppo_resolved": cfg.ppo}))
+    assert load_run_config(tmp_path, {}).features.context == "state"
+    assert cfg.features.context == "field"
