@@ -14,6 +14,10 @@ Agents (features as config/train.yaml sets them unless named otherwise):
                    starts at zero) next to the raw observation
   *-alone          fp32, ptq and distilled with each field encoded on its own (features.context=field; the
                    default agent is distilled-alone)
+  distilled-alone-scaled / -digits
+                   the default agent with the other number schemes (serializer.numbers)
+  distilled-alone-ent0 / mlp-ent0
+                   the default agent and mlp without the entropy bonus (ppo.ent_coef 0)
 
 Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
 Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
@@ -76,6 +80,13 @@ BASE_AGENTS = {
 ENT05 = "-ent05"
 AGENTS = {**BASE_AGENTS, **{f"{name}{ENT05}": {**spec, **PAPER_ENT} for name, spec in BASE_AGENTS.items()
                             if name != "distilled-paper"}}
+# Probes of the default agent, one setting changed: the number schemes, and no entropy bonus (for mlp too).
+AGENTS.update({
+    "distilled-alone-scaled": {**AGENTS["distilled-alone"], "serializer.numbers": "scaled"},
+    "distilled-alone-digits": {**AGENTS["distilled-alone"], "serializer.numbers": "digits"},
+    "distilled-alone-ent0": {**AGENTS["distilled-alone"], "ppo.ent_coef": 0.0},
+    "mlp-ent0": {**AGENTS["mlp"], "ppo.ent_coef": 0.0},
+})
 
 
 def _base(agent: str) -> tuple[str, str, str]:
@@ -105,15 +116,20 @@ def run_cell(env: str, agent: str, seed: int, steps: int, overrides: dict | None
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return read_cell(env, agent, seed, run_dir, " ".join(cmd[1:]), time.perf_counter() - t0)
+
+
+def read_cell(env: str, agent: str, seed: int, run_dir: Path, command: str, wall_s: float | None) -> dict:
+    """The cell of a finished `bitrl train` run, from its run folder."""
     s = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "episodes.csv") as f:
         curve = [(int(r["global_step"]), float(r["return"])) for r in csv.DictReader(f)]
-    return {"env": env, "agent": agent, "seed": seed, "steps": s["global_step"], "command": " ".join(cmd[1:]),
+    return {"env": env, "agent": agent, "seed": seed, "steps": s["global_step"], "command": command,
             "final_return": s["mean_return"], "eval_return": s["eval_mean_return"],
             "steps_to_threshold": s["first_solved_step"], "steps_per_s": s["steps_per_s"],
             "cache_hit_rate": s["cache_hit_rate"], "mean_tokens": s["mean_tokens"],
             "success_rate": s.get("success_rate"), "eval_success_rate": s.get("eval_success_rate"),
-            "process_wall_s": time.perf_counter() - t0, "curve": _thin(curve),
+            "process_wall_s": wall_s, "curve": _thin(curve),
             "dynamics": training_dynamics(run_dir / "metrics.csv", curve)}
 
 
@@ -157,23 +173,31 @@ def load_results(path: Path = RESULTS) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
 
 
-def save_cell(cell: dict, path: Path = RESULTS) -> None:
-    """Merge one finished cell into the results JSON at once (atomically, under a lock: two sweeps may share the
-    file), so a killed sweep keeps it.
+def update_results(path: Path, change) -> dict:
+    """Apply change(data) to the results JSON and write it back atomically, under a lock (sweeps and table
+    rebuilds of one file may run at once); returns the data written.
     """
     import fcntl
-
-    from bitrl_ros.telemetry.board import cpu_model
 
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load_results(path)
-        data.setdefault("cpu", cpu_model())
-        cell.setdefault("cpu", cpu_model())  # sweeps of one file may run on several machines
-        data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
+        change(data)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
+    return data
+
+
+def save_cell(cell: dict, path: Path = RESULTS) -> None:
+    """Merge one finished cell into the results JSON at once, so a killed sweep keeps it."""
+    from bitrl_ros.telemetry.board import cpu_model
+
+    def merge(data):
+        data.setdefault("cpu", cpu_model())
+        cell.setdefault("cpu", cpu_model())  # sweeps of one file may run on several machines
+        data["cells"][cell_id(cell["env"], cell["agent"], cell["seed"])] = cell
+    update_results(path, merge)
 
 
 def summarize(data: dict) -> dict:
@@ -314,10 +338,8 @@ def run_sweep(jobs, steps_of, describe, results: Path = RESULTS, overrides_of=No
 
 
 def rebuild() -> None:
-    data = load_results()
-    summary = summarize(data)
-    data["summary"] = summary
-    RESULTS.write_text(json.dumps(data, indent=1))
+    data = update_results(RESULTS, lambda d: d.update(summary=summarize(d)))
+    summary = data["summary"]
     (HERE / "results" / "table2.md").write_text(markdown(summary, cpus_of(data)))
     plot_curves(data, AGENTS, "table2", lambda agent: "--" if agent.endswith(ENT05) else "-")
     print(markdown(summary, cpus_of(data)))

@@ -17,6 +17,11 @@ fixed numbers, balance, entropy 0.01); only the backbone or the named keys diffe
   aqn        ternary with QeRL's adaptive quantization noise on the encoder's norm gains (train.aqn defaults)
   nvfp4-acting
              ternary, the policy acting with an NVFP4 copy of its head (ppo.acting_precision=nvfp4)
+  <agent>-alone
+             each of these with each field encoded on its own (features.context=field, the default since Table
+             II's -alone rows); the others read each field within the state text, as they ran.
+             ternary-alone, fp32-alone and ptq-alone are Table II's distilled-alone, fp32-alone and ptq-alone
+             (the same command): their cells are read from bench/results/table2.json, not run twice.
 The paper's Table IV ablations, each against `ternary`:
   no-grad-clip        ppo.max_grad_norm 1000 (the heads' gradient norms stay far below it: never clipped)
   standard-ppo        the textbook PPO coefficients: clip 0.2, entropy 0.01 (ours: clip 0.1)
@@ -35,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from table2 import add_sweep_arguments, BUDGETS, cpus_of, load_results, parse_cells, run_sweep
+from table2 import (add_sweep_arguments, BUDGETS, cell_id, cpus_of, load_results, parse_cells, run_sweep,
+                    update_results)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -60,7 +66,15 @@ AGENTS = {
     "standard-ppo": {"backbone": "minilm-bitnet-distilled", "ppo.clip_coef": 0.2, "ppo.ent_coef": 0.01, **STATE},
     "value-only-ternary": {"backbone": "minilm-fp32", "critic_backbone": "minilm-bitnet-distilled", **STATE},
 }
+# Every agent again with each field encoded on its own (features.context=field, the default since Table II's
+# -alone rows): "<agent>-alone".
+ALONE = "-alone"
+AGENTS.update({f"{name}{ALONE}": {**spec, "features.context": "field"} for name, spec in list(AGENTS.items())})
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
+# Agents that are the same `bitrl train` command as a Table II agent: their cells are read from
+# bench/results/table2.json (bench/table2.py runs them) instead of running twice.
+FROM_TABLE2 = {"ternary-alone": "distilled-alone", "fp32-alone": "fp32-alone", "ptq-alone": "ptq-alone"}
+TABLE2_RESULTS = HERE / "results" / "table2.json"
 
 
 def _fmt(v, spec=".1f"):
@@ -115,10 +129,18 @@ def markdown(summary: dict, cpu: str, precision: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_table2_cells(data: dict) -> dict:
+    """The results with the FROM_TABLE2 agents' cells taken from Table II's JSON under this table's agent names."""
+    cells = dict(data["cells"])
+    for cell in load_results(TABLE2_RESULTS)["cells"].values():
+        for agent, table2_agent in FROM_TABLE2.items():
+            if cell["agent"] == table2_agent:
+                cells[cell_id(cell["env"], agent, cell["seed"])] = {**cell, "agent": agent, "from": "table2"}
+    return {**data, "cells": cells}
+
+
 def rebuild() -> None:
-    data = load_results(RESULTS)
-    data["summary"] = summarize(data)
-    RESULTS.write_text(json.dumps(data, indent=1))
+    data = update_results(RESULTS, lambda d: d.update(summary=summarize(with_table2_cells(d))))
     precision = json.loads(PRECISION.read_text())["backbones"] if PRECISION.is_file() else {}
     table = markdown(data["summary"], cpus_of(data), precision)
     (HERE / "results" / "table3.md").write_text(table)
@@ -137,6 +159,11 @@ def main():
     if not args.table_only:
         jobs = parse_cells(args.cells) if args.cells else [
             (env, agent, seed) for env in args.envs for agent in args.agents for seed in range(args.seeds)]
+        shared = [j for j in jobs if j[1] in FROM_TABLE2]
+        if shared:
+            print(f"{len(shared)} cells are Table II's (run them with bench/table2.py, agent "
+                  f"{', '.join(sorted({FROM_TABLE2[a] for _, a, _ in shared}))}); not run here", flush=True)
+        jobs = [j for j in jobs if j[1] not in FROM_TABLE2]
         run_sweep(jobs, BUDGETS.get, lambda c: f"final {c['final_return']:.1f} eval {c['eval_return']:.1f} "
                   f"({c['steps_per_s']:.0f} steps/s)", RESULTS, lambda env, agent: AGENTS[agent], RUNS,
                   args.force, args.jobs, args.ray)
