@@ -18,6 +18,8 @@ Agents (features as config/train.yaml sets them unless named otherwise):
                    the default agent with the other number schemes (serializer.numbers)
   distilled-alone-ent0 / mlp-ent0
                    the default agent and mlp without the entropy bonus (ppo.ent_coef 0)
+  distilled-alone-lr1e4 / mlp-lr1e4
+                   the default agent and mlp with a third of the default policy learning rate (ppo.policy_lr 1e-4)
 
 Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
 Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
@@ -80,12 +82,15 @@ BASE_AGENTS = {
 ENT05 = "-ent05"
 AGENTS = {**BASE_AGENTS, **{f"{name}{ENT05}": {**spec, **PAPER_ENT} for name, spec in BASE_AGENTS.items()
                             if name != "distilled-paper"}}
-# Probes of the default agent, one setting changed: the number schemes, and no entropy bonus (for mlp too).
+# Probes of the default agent, one setting changed: the number schemes; no entropy bonus and a lower policy
+# learning rate (for mlp too).
 AGENTS.update({
     "distilled-alone-scaled": {**AGENTS["distilled-alone"], "serializer.numbers": "scaled"},
     "distilled-alone-digits": {**AGENTS["distilled-alone"], "serializer.numbers": "digits"},
     "distilled-alone-ent0": {**AGENTS["distilled-alone"], "ppo.ent_coef": 0.0},
     "mlp-ent0": {**AGENTS["mlp"], "ppo.ent_coef": 0.0},
+    "distilled-alone-lr1e4": {**AGENTS["distilled-alone"], "ppo.policy_lr": 1e-4},
+    "mlp-lr1e4": {**AGENTS["mlp"], "ppo.policy_lr": 1e-4},
 })
 
 
