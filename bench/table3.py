@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from table2 import (add_sweep_arguments, BUDGETS, cell_id, cpus_of, load_results, parse_cells, run_sweep,
-                    update_results)
+from table2 import (add_sweep_arguments, AGENTS as TABLE2_AGENTS, ALONE, BUDGETS, cell_id, cpus_of, load_results,
+                    parse_cells, run_sweep, update_results)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -68,12 +68,12 @@ AGENTS = {
 }
 # Every agent again with each field encoded on its own (features.context=field, the default since Table II's
 # -alone rows): "<agent>-alone".
-ALONE = "-alone"
 AGENTS.update({f"{name}{ALONE}": {**spec, "features.context": "field"} for name, spec in list(AGENTS.items())})
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
 # Agents that are the same `bitrl train` command as a Table II agent: their cells are read from
 # bench/results/table2.json (bench/table2.py runs them) instead of running twice.
 FROM_TABLE2 = {"ternary-alone": "distilled-alone", "fp32-alone": "fp32-alone", "ptq-alone": "ptq-alone"}
+assert all(AGENTS[a] == TABLE2_AGENTS[b] for a, b in FROM_TABLE2.items()), "FROM_TABLE2 maps different commands"
 TABLE2_RESULTS = HERE / "results" / "table2.json"
 
 
