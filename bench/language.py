@@ -14,7 +14,8 @@ Agents:
 The text agents read the family's renderer (serialize/grid_text.py, home_text.py, cooking_text.py) with the default
 readout (fields_proj over the family's segments: the mission, then the state in one or more parts) and the token
 budgets of ENV_SETTINGS. SmartHome-Light trains on SmartHome-Light-v0 and is evaluated greedily on
-SmartHome-Light-Heldout-v0 (wordings and rule sets training never sees).
+SmartHome-Light-Heldout-v0 (wordings and rule sets training never sees); bench/smarthome_splits.py evaluates the
+same runs on held-out wordings alone and on held-out rule sets alone.
 
 Per cell: success rate of the last 100 training episodes, greedy success rate over 50 fresh episodes, final
 return, env steps/s and the embedding cache's hit rate. Finished cells are merged into

@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import math
+import re
 from typing import Any, Callable
 
 from bitrl_ros.errors import ConfigError
+
+# PyYAML reads YAML 1.1, where "1e-3" (no dot in the mantissa) is a string, not a float.
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 # -- the choices, defined once ------------------------------------------------------------------------------------
 FORMATS = ("compact", "structured", "natural")
@@ -85,6 +89,8 @@ class Setting:
             raise self.refuse(value, where, key)
         kind = self.type
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is float and isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value):
             value = float(value)
         ok = type(value) is kind or self.extra_check is not None  # extra_check then decides the type too
         if ok and kind is float and math.isnan(value):
@@ -167,6 +173,10 @@ PPO = (
     Setting("clip_vloss", False, "clip the value loss like the policy ratio"),
     Setting("target_kl", None, "stop an update's epochs early above this approx-KL", 0.0, None, low_open=True,
             nullable=True, kind=float),
+    # Off by default; bench/README.md ("Adaptive policy learning rate") has what it does per task.
+    Setting("adapt_kl", None, "adapt the policy learning rate to this approx-KL per update (x1.5 below half of "
+            "it, /1.5 above twice it, within policy_lr / 10 .. policy_lr * 10); null: a fixed rate", 0.0, None,
+            low_open=True, nullable=True, kind=float),
     Setting("anneal_lr", False, "anneal the learning rates linearly to 0 over total_timesteps"),
     Setting("total_timesteps", None, "steps the learning rates anneal over (needed only for anneal_lr)", 1, None,
             nullable=True, kind=int),

@@ -30,9 +30,12 @@ from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.rl.seeding import seed_everything
 from bitrl_ros.serialize import get_serializer
 
+EVAL_SEED_OFFSET = 10_000  # greedy evaluation runs on env seeds training never resets with
+
 METRIC_FIELDS = [
     "update", "global_step", "episodes", "mean_return", "steps_per_s", "policy_loss", "value_loss",
     "entropy", "approx_kl", "clip_fraction", "grad_norm", "explained_variance", "cache_hit_rate", "aqn_sigma",
+    "policy_lr",
 ]
 
 
@@ -87,6 +90,37 @@ def _episode_infos(infos: dict):
         return []
     mask = infos.get("_episode", np.ones(len(ep["r"]), dtype=bool))
     return [(int(i), float(ep["r"][i]), int(ep["l"][i])) for i in np.flatnonzero(mask)]
+
+
+def evaluate_run(run_dir: str | Path, env_id: str | None = None, episodes: int = 50,
+                 seed: int | None = None) -> Evaluation:
+    """The greedy policy of a finished run's checkpoint on `env_id` (default: the run's eval env), as
+    Trainer.evaluate runs it after training (the same seed by default); e.g. on another split of the run's env.
+    """
+    from bitrl_ros.config import load_run_config
+    from bitrl_ros.envs import make_env
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    torch.set_num_threads(cfg.torch_threads)
+    env_id = env_id or cfg.eval_env or cfg.env
+    if get_spec(env_id).field_names != get_spec(cfg.env).field_names:
+        raise ValueError(f"{env_id} does not observe what {cfg.env} (the run's env) does")
+    encoder = build_state_encoder(cfg)
+    probe = make_env(cfg.env)
+    try:
+        space = probe.action_space
+    finally:
+        probe.close()
+    learner = OnlineLearner(encoder.feature_dim, space, PPOConfig.from_dict(cfg.ppo), seed=cfg.seed,
+                            normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
+                            layout=encoder.layout)
+    try:
+        learner.load(run_dir / "checkpoint")
+        seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+        return evaluate_policy(env_id, encoder, learner, episodes, seed)
+    finally:
+        learner.close()
 
 
 class Trainer:
@@ -211,7 +245,7 @@ class Trainer:
             "update": self.update_idx, "global_step": self.global_step, "episodes": len(self.episode_log),
             "mean_return": self.mean_return(), "steps_per_s": sps,
             "cache_hit_rate": enc.get("cache_hit_rate", ""), "aqn_sigma": self._sigma,
-            **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
+            "policy_lr": stats.get("lr", ""), **{k: stats.get(k, "") for k in METRIC_FIELDS[5:12]},
         })
         self._metrics_file.flush()
         self._bar.update(self.global_step, len(self.episode_log), self.mean_return(), sps)
@@ -297,7 +331,7 @@ class Trainer:
 
     def evaluate(self, episodes: int) -> Evaluation:
         """The deterministic policy over fresh episodes; statistics frozen, nothing learned."""
-        seed = self.cfg.seed + 10_000
+        seed = self.cfg.seed + EVAL_SEED_OFFSET
         return evaluate_policy(self.cfg.eval_env or self.cfg.env, self.encoder, self.learner, episodes, seed)
 
     def _write_episodes(self):

@@ -9,6 +9,7 @@ EXPECTED = [
     "CartPole-v1", "Acrobot-v1", "MountainCar-v0",
     "HalfCheetah-v4", "HalfCheetah-v5", "Hopper-v4", "Hopper-v5", "Walker2d-v4", "Walker2d-v5",
     "BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "SmartHome-Light-v0", "SmartHome-Light-Heldout-v0",
+    "SmartHome-Light-HeldoutWording-v0", "SmartHome-Light-HeldoutRules-v0",
     *[f"TextWorld-Cooking-L{level}{split}-v0" for level in (1, 2, 3) for split in ("", "-Heldout")],
 ]
 # Cooking levels 2 and 3 would generate 60 games first (test_cooking plays level 1's).

@@ -200,7 +200,7 @@ def test_packed_import_matches_reference(packed_ckpt):
     # exact ternary values and scales
     q, s = model.layers[1].mlp.down_proj.ternary()
     assert torch.equal(q.float() * s, ref["model.layers.1.mlp.down_proj"])
-    assert tok.pad_id == tok._tok.token_to_id("<|finetune_right_pad_id|>")
+    assert tok.pad_id == tok._hf.token_to_id("<|finetune_right_pad_id|>")
     _check_against_reference(model, tok, ref)
 
 

@@ -75,6 +75,20 @@ def test_resume_is_bit_identical(saved):
     assert original.num_updates == restored.num_updates == 2
 
 
+def test_the_adapted_policy_rate_resumes_and_old_checkpoints_read_as_unadapted(saved, tmp_path):
+    ppo, _, _ = saved
+    ppo.policy_lr_scale = 1.5 ** -3
+    path = save_checkpoint(tmp_path / "adapted", ppo, {})
+    restored = make_ppo(seed=5)
+    load_checkpoint(path, restored)
+    assert restored.policy_lr_scale == ppo.policy_lr_scale
+    state = json.loads((path / ckpt.STATE_FILE).read_text())
+    del state["policy_lr_scale"]
+    (path / ckpt.STATE_FILE).write_text(json.dumps(state))
+    load_checkpoint(path, restored)
+    assert restored.policy_lr_scale == 1.0
+
+
 def test_atomic_save_leaves_no_temp_dirs_and_survives_a_crash(saved, monkeypatch):
     ppo, path, _ = saved
     save_checkpoint(path, ppo, {"global_step": 64})  # overwrite an existing checkpoint

@@ -117,6 +117,42 @@ def test_update_is_reproducible_from_seed():
     assert s1 == s2 and torch.equal(w1, w2)
 
 
+def test_adapt_kl_moves_the_policy_rate_by_the_update_size_within_its_range():
+    cfg = PPOConfig(num_envs=2, num_steps=16, minibatch_size=8, policy_lr=1e-3, value_lr=2e-3, adapt_kl=0.01)
+    ppo = PPO(4, gym.spaces.Discrete(2), cfg, seed=0)
+    ppo.adapt_policy_lr(0.03)  # above twice the target: slower
+    assert ppo.current_lrs() == pytest.approx((1e-3 / 1.5, 2e-3))
+    ppo.adapt_policy_lr(0.01)  # within [target / 2, 2 target]: kept
+    assert ppo.current_lrs()[0] == pytest.approx(1e-3 / 1.5)
+    for _ in range(20):
+        ppo.adapt_policy_lr(0.0)  # far below: faster, up to 10x
+    assert ppo.current_lrs() == pytest.approx((1e-2, 2e-3))
+    for _ in range(20):
+        ppo.adapt_policy_lr(1.0)
+    assert ppo.current_lrs()[0] == pytest.approx(1e-4)
+    ppo.adapt_policy_lr(float("nan"))
+    assert ppo.current_lrs()[0] == pytest.approx(1e-4)
+
+
+def test_adapt_kl_follows_real_updates_and_is_off_by_default():
+    def run(adapt_kl):
+        cfg = PPOConfig(num_envs=2, num_steps=32, minibatch_size=16, policy_lr=1e-2, adapt_kl=adapt_kl)
+        ppo = PPO(4, gym.spaces.Discrete(3), cfg, seed=0)
+        rng = np.random.default_rng(0)
+        used = [ppo.update(rollout(ppo, rng, lambda a, ctx: (a == 0) * 10.0), np.zeros(2))["lr"] for _ in range(4)]
+        return used, ppo
+
+    fixed, _ = run(None)
+    assert fixed == [1e-2] * 4
+    # A tiny target: each of these updates oversteps it, so every next one runs slower; undoing restores the scale.
+    adapted, ppo = run(1e-6)
+    assert adapted == pytest.approx([1e-2 / 1.5**k for k in range(4)])
+    before = ppo.snapshot()
+    ppo.update(rollout(ppo, np.random.default_rng(1), lambda a, ctx: (a == 0) * 10.0), np.zeros(2))
+    ppo.restore(before)
+    assert ppo.current_lrs()[0] == pytest.approx(1e-2 / 1.5**4)
+
+
 @pytest.mark.parametrize("key,value,shown", [
     ("clip_coef", 1.5, "(0, 1)"),
     ("clip_coef", 0, "(0, 1)"),

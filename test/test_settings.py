@@ -86,6 +86,11 @@ def test_setting_check_ranges_types_and_null():
     for bad in (0.0, 1.5, math.nan, "0.5", True, None):
         with pytest.raises(ConfigError, match=r"here: invalid value for 'x' = .* \(allowed: float in \(0, 1\]\)"):
             s.check(bad, "here")
+    # What PyYAML (YAML 1.1) leaves a string: an exponent without a dot, from a config file or --set.
+    assert s.check("5e-1", "here") == 0.5 and s.check("1.0E-2", "here") == 0.01
+    for bad in ("5e-1x", "e-1", "5e", "2e0"):
+        with pytest.raises(ConfigError):
+            s.check(bad, "here")
     n = Setting("k", None, "optional count", 0, 6, nullable=True, kind=int)
     assert n.check(None, "w") is None and n.allowed() == "int in [0, 6] or null"
     with pytest.raises(ConfigError):

@@ -50,7 +50,7 @@ def test_default_backbone_everywhere():
 
 def test_tokenizer_covers_every_serializer_output_and_degrades_gracefully():
     tok = load_tokenizer(MODEL_ID)
-    unk = tok._tok.token_to_id("[UNK]")
+    unk = tok._hf.token_to_id("[UNK]")
     for env_id in list_envs(NUMERIC_FAMILIES):
         states = env_states(env_id, 6, seed=5)
         for fmt in FORMATS:

@@ -115,6 +115,26 @@ def test_heldout_wordings_and_rule_sets_never_reach_training():
     assert get_spec(ENV).mission_words == get_spec(HELDOUT).mission_words
 
 
+def test_the_one_sided_heldout_splits_change_the_wording_or_the_rule_sets_only():
+    rng = np.random.default_rng(0)
+    train = {smarthome.instruction(rules, rng, "train") for _ in range(200) for rules in smarthome.TRAIN_RULE_SETS}
+    held_phrases = [p for _, held in smarthome.PARAPHRASES.values() for p in held] + list(smarthome.NO_RULE[1])
+    for env_id, rule_sets, held_wording in (("SmartHome-Light-HeldoutWording-v0", smarthome.TRAIN_RULE_SETS, True),
+                                            ("SmartHome-Light-HeldoutRules-v0", smarthome.HELDOUT_RULE_SETS, False)):
+        env = make_env(env_id, 0)
+        assert get_spec(env_id).mission_words == get_spec(ENV).mission_words
+        for seed in range(60):
+            _, info = env.reset(seed=seed)
+            rules, mission = env.unwrapped.rules, info["mission"]
+            assert rules in rule_sets
+            # Every rule is said in a held-out paraphrase, or every one in a training paraphrase.
+            said = [p for r in rules for p in smarthome.PARAPHRASES[r][held_wording] if p in mission]
+            assert len(said) == len(rules), (env_id, mission)
+            assert any(p in mission for p in held_phrases) == held_wording
+            if rules and not held_wording:
+                assert mission not in train  # a combination training never says
+
+
 def test_renderer_is_deterministic_and_refuses_impossible_states():
     ser = get_serializer(ENV)
     values = np.array([19.75, 0.1, 2, 1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float64)

@@ -7,7 +7,7 @@ import pytest
 
 from bitrl_ros.cli import main
 from bitrl_ros.config import load_train_config
-from bitrl_ros.train import Trainer
+from bitrl_ros.train import evaluate_run, Trainer
 
 
 def _returns(run_dir):
@@ -50,6 +50,20 @@ def test_cartpole_learns_with_every_readout(tmp_path, readout):
     assert np.mean(rets[-20:]) > 1.5 * np.mean(rets[:20]), (readout, np.mean(rets[:20]), np.mean(rets[-20:]))
     layout = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["extra"]["feature_layout"]
     assert layout["readout"] == readout and result.global_step == 16384
+
+
+def test_evaluate_run_replays_the_runs_own_evaluation_and_takes_another_split(tmp_path):
+    """The default text agent on SmartHome-Light: a finished run's checkpoint, evaluated again from its folder."""
+    cfg = load_train_config(overrides={"env": "SmartHome-Light-v0", "total_steps": 2048, "seed": 0,
+                                       "eval_episodes": 3, "features.max_tokens": 112, "ppo.num_envs": 2,
+                                       "ppo.num_steps": 1024})
+    result = Trainer(cfg, run_dir=tmp_path / "run", progress=False).run()
+    again = evaluate_run(tmp_path / "run", episodes=3)
+    assert len(again.returns) == 3 and again.mean_return == pytest.approx(result.eval_mean_return)
+    other = evaluate_run(tmp_path / "run", "SmartHome-Light-HeldoutWording-v0", episodes=3)
+    assert len(other.successes) == 3
+    with pytest.raises(ValueError, match="does not observe"):
+        evaluate_run(tmp_path / "run", "CartPole-v1", episodes=1)
 
 
 def test_cli_train_writes_run_folder_and_resumes(tmp_path, capsys):

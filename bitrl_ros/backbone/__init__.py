@@ -8,7 +8,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "Backbone": "registry", "available_backbones": "registry", "load_backbone": "registry",
-    "load_tokenizer": "registry",
+    "load_tokenizer": "catalog",
     "BertEncoder": "bert", "load_hf_bert_state_dict": "bert", "EncoderConfig": "arch_config",
     "BitNetDecoder": "bitnet", "DecoderConfig": "arch_config", "bitnet_2b4t_config": "arch_config",
     "bitnet_tiny_config": "arch_config",

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from .catalog import BACKBONE_IDS, DEFAULT_BACKBONE, PRECISION_VARIANTS, RANDOM_TERNARY, SHIPPED_MODELS, TEACHER_DERIVED
 from .engines.native import native_available, NativeEncoder
 from .locations import shipped_model_dir, teacher_dir
 from .model_format import CONFIG_FILE, read_config, TOKENIZER_FILE, weight_format
@@ -25,23 +26,13 @@ from ..errors import ModelFileError
 from ..fileio import read_json_object
 from ..settings import ENGINES, FIELD_CONTEXTS, POOLINGS
 
-DEFAULT_BACKBONE = "minilm-bitnet-distilled"
-# Model directories shipped with the package (under models/ in the source tree, share/bitrl_ros/models installed).
-SHIPPED_MODELS = ("minilm-bitnet-distilled",)
 # The cache has to earn its memory: after CACHE_TRIAL_LOOKUPS lookups, a hit rate under CACHE_MIN_HIT_RATE empties
 # and switches it off for good (CartPole's continuous states hit under 3%, MountainCar's two-decimal ones ~94%).
 CACHE_TRIAL_LOOKUPS = 4096
 CACHE_MIN_HIT_RATE = 0.10
-# The default model's architecture and tokenizer with random ternary weights (seeded): what pre-training buys.
-RANDOM_TERNARY = "minilm-ternary-random"
-RANDOM_TERNARY_SEED = 0
-# The teacher's quantize-dequantize precision variants (variants.py), by id: the weight format of their linears.
-PRECISION_VARIANTS = {"minilm-fp16": "fp16", "minilm-int8": "int8", "minilm-int4-g32": "int4-g32",
-                      "minilm-nvfp4": "nvfp4"}
-TEACHER_DERIVED = ("minilm-fp32", "minilm-ternary-ptq", *PRECISION_VARIANTS)
+RANDOM_TERNARY_SEED = 0  # the seed of RANDOM_TERNARY's weights
 # Teacher variants the native engine loads from a cached model directory (no torch once it exists).
 NATIVE_FILE_VARIANTS = ("minilm-int8",)
-BACKBONE_IDS = (*SHIPPED_MODELS, *TEACHER_DERIVED, RANDOM_TERNARY, "mlp")
 
 
 class Backbone:
@@ -422,18 +413,3 @@ def _native_from_file(directory: Path, engine: str) -> bool:
         return False
     read_config(directory / CONFIG_FILE)
     return weight_format(directory / CONFIG_FILE) in ("ternary", "int8")
-
-
-def load_tokenizer(backbone_id: str) -> Tokenizer | None:
-    """The tokenizer of a backbone without loading its weights (for the state_serializer stage)."""
-    if backbone_id == "mlp":
-        return None
-    if backbone_id in TEACHER_DERIVED:
-        return Tokenizer(teacher_dir() / "tokenizer.json")
-    if backbone_id in SHIPPED_MODELS or backbone_id == RANDOM_TERNARY:
-        return Tokenizer(shipped_model_dir(backbone_id if backbone_id in SHIPPED_MODELS else DEFAULT_BACKBONE)
-                         / "tokenizer.json")
-    if Path(backbone_id).is_dir():
-        return Tokenizer(Path(backbone_id) / "tokenizer.json")
-    raise ValueError(f"unknown backbone {backbone_id!r}; valid ids: {', '.join(BACKBONE_IDS)} "
-                     f"or the path of a model directory")

@@ -1,10 +1,13 @@
-"""Thin wrapper over a `tokenizers` tokenizer.json: special tokens, budgeted truncation, pad id."""
+"""Thin wrapper over a `tokenizers` tokenizer.json: special tokens, budgeted truncation, pad id.
+
+With plain_python=True a BERT WordPiece file is tokenized by backbone/wordpiece.py instead (the same ids and
+offsets without importing `tokenizers`: 7 MB less in a process that only tokenizes); other files still use
+`tokenizers`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from tokenizers import Tokenizer as _HFTokenizer
 
 from ..errors import ModelFileError
 
@@ -12,27 +15,51 @@ _PAD_CANDIDATES = ("[PAD]", "<pad>", "<|finetune_right_pad_id|>", "<|end_of_text
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, plain_python: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: tokenizer file not found")
-        try:
-            tok = _HFTokenizer.from_file(str(self.path))
-        except Exception as e:  # the Rust parser raises a bare Exception subclass
-            raise ModelFileError(f"{self.path}: not a valid tokenizer.json ({_first_line(e)})") from None
-        pad_id = tok.padding["pad_id"] if tok.padding else None
-        # We pad and truncate ourselves (batches pad to their own longest sequence).
-        tok.no_padding()
-        tok.no_truncation()
-        self._tok = tok
-        if pad_id is None:
-            pad_id = next((tok.token_to_id(t) for t in _PAD_CANDIDATES if tok.token_to_id(t) is not None), 0)
-        self.pad_id: int = pad_id
+        self._hf_tok = self._wordpiece = None
+        if plain_python:
+            from ..fileio import read_json_object
+            from .wordpiece import supports, WordPiece
+
+            spec = read_json_object(self.path, ModelFileError)
+            if supports(spec):
+                self._wordpiece = WordPiece(spec, str(self.path))
+                vocab, padding = self._wordpiece.vocab, spec.get("padding") or {}
+                pad_id = padding.get("pad_id")
+                if pad_id is None:
+                    pad_id = next((vocab[t] for t in _PAD_CANDIDATES if t in vocab), 0)
+                self.pad_id: int = pad_id
+            del spec
+        if self._wordpiece is None:
+            tok = self._hf
+            pad_id = tok.padding["pad_id"] if tok.padding else None
+            if pad_id is None:
+                pad_id = next((tok.token_to_id(t) for t in _PAD_CANDIDATES if tok.token_to_id(t) is not None), 0)
+            self.pad_id = pad_id
         self.truncated_count = 0  # texts cut to the token budget so far
 
     @property
+    def _hf(self):
+        """The `tokenizers` tokenizer (built on first use where plain_python tokenizes)."""
+        if self._hf_tok is None:
+            from tokenizers import Tokenizer as _HFTokenizer
+
+            try:
+                tok = _HFTokenizer.from_file(str(self.path))
+            except Exception as e:  # the Rust parser raises a bare Exception subclass
+                raise ModelFileError(f"{self.path}: not a valid tokenizer.json ({_first_line(e)})") from None
+            # We pad and truncate ourselves (batches pad to their own longest sequence).
+            tok.no_padding()
+            tok.no_truncation()
+            self._hf_tok = tok
+        return self._hf_tok
+
+    @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
+        return self._hf.get_vocab_size(with_added_tokens=True)
 
     def encode_batch(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
         """Token ids with special tokens; sequences over max_tokens are cut, keeping a final special token
@@ -64,25 +91,30 @@ class Tokenizer:
         if max_tokens is not None and max_tokens < 2:
             raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
         out = []
-        for enc in self._tok.encode_batch(list(texts), add_special_tokens=True):
-            ids, offsets = list(enc.ids), list(enc.offsets)
+        for ids, offsets, last_special in self._encode_full(texts):
             if max_tokens is not None and len(ids) > max_tokens:
                 self.truncated_count += 1
-                keep = list(range(max_tokens - 1)) + [len(ids) - 1] if enc.special_tokens_mask[-1] \
-                    else list(range(max_tokens))
+                keep = list(range(max_tokens - 1)) + [len(ids) - 1] if last_special else list(range(max_tokens))
                 ids, offsets = [ids[k] for k in keep], [offsets[k] for k in keep]
             out.append((ids, offsets))
         return out
 
+    def _encode_full(self, texts):
+        """(ids, offsets, whether the last id is a special token) per text, untruncated."""
+        if self._wordpiece is not None:
+            return [(*self._wordpiece.encode(text), True) for text in texts]
+        return [(list(enc.ids), list(enc.offsets), bool(enc.special_tokens_mask and enc.special_tokens_mask[-1]))
+                for enc in self._hf.encode_batch(list(texts), add_special_tokens=True)]
+
     def count_tokens(self, text: str) -> int:
         """Number of ids for ``text`` with special tokens, before any truncation."""
-        return len(self._tok.encode(text, add_special_tokens=True).ids)
+        return len(self._encode_full([text])[0][0])
 
     def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids)
+        return self._hf.decode(ids)
 
     def to_str(self) -> str:
-        return self._tok.to_str()
+        return self._hf.to_str()
 
 
 def _pieces(text_spans) -> list[tuple[int, int, int]]:

@@ -141,6 +141,12 @@ def _smarthome(env_id):
                    reports_success=True)
 
 
+def _smarthome_ids():
+    from bitrl_ros.envs import smarthome
+
+    return tuple(smarthome.ENV_SPLITS)
+
+
 def _cooking(level, heldout=False):
     from bitrl_ros.envs import cooking
 
@@ -151,7 +157,7 @@ def _cooking(level, heldout=False):
 
 
 _SPECS.update({s.env_id: s for s in [_babyai("BabyAI-GoToRedBall-v0", 64), _babyai("BabyAI-GoToLocal-v0", 64),
-                                     _smarthome("SmartHome-Light-v0"), _smarthome("SmartHome-Light-Heldout-v0"),
+                                     *[_smarthome(env_id) for env_id in _smarthome_ids()],
                                      *[_cooking(level, heldout) for level in (1, 2, 3) for heldout in (False, True)]]})
 LANGUAGE_FAMILIES = ("babyai", "smarthome", "cooking")  # states that carry a mission in words
 

@@ -15,7 +15,8 @@ The paper names this task without defining it; this is the project's definition 
   when someone is there), ``baby_dark`` (a baby sleeps in the bedroom after 20:00: light off there), ``prefer_dim``
   (save energy: full light only where a rule asks for it), or no rule at all ("keep the people at home
   comfortable"). The ``train`` split draws from the training paraphrases and rule sets; the ``heldout`` split only
-  from paraphrases and rule sets that training never sees.
+  from paraphrases and rule sets that training never sees; ``heldout_wording`` (training rule sets in held-out
+  paraphrases) and ``heldout_rules`` (held-out rule sets in training paraphrases) change one of the two.
 - **Actions** (13): 0 does nothing; ``1 + 3 * room + level`` sets a room's light (level 0 off, 1 dim, 2 full).
 - **Observation** (11 values): hour (6.0-23.75), daylight (0-1), weather (0 sunny, 1 cloudy, 2 rainy), occupancy
   of each room (0 empty, 1 someone awake, 2 someone asleep), light level of each room (0/1/2); the instruction in
@@ -82,7 +83,13 @@ TRAIN_RULE_SETS = ((), ("dark_empty",), ("read_bright",), ("baby_dark",), ("pref
 HELDOUT_RULE_SETS = (("baby_dark", "prefer_dim"), ("dark_empty", "prefer_dim"), ("read_bright", "baby_dark"),
                      ("dark_empty", "baby_dark", "prefer_dim"))
 CONNECTORS = (("; ", " and "), ("; also ", ", and "))  # how rules are joined: training / held-out
-SPLITS = ("train", "heldout")
+# The held-out split changes both at once; the other two change one each, to tell which of them an agent fails on.
+SPLITS = ("train", "heldout", "heldout_wording", "heldout_rules")
+HELDOUT_WORDING = ("heldout", "heldout_wording")  # the splits that word their rules with held-out paraphrases
+HELDOUT_RULES = ("heldout", "heldout_rules")      # the splits that draw held-out rule sets
+ENV_SPLITS = {"SmartHome-Light-v0": "train", "SmartHome-Light-Heldout-v0": "heldout",
+              "SmartHome-Light-HeldoutWording-v0": "heldout_wording",
+              "SmartHome-Light-HeldoutRules-v0": "heldout_rules"}
 
 
 def _words(texts) -> tuple[str, ...]:
@@ -101,7 +108,7 @@ MISSION_WORDS = _words(training_texts())
 
 def instruction(rules: tuple[str, ...], rng: np.random.Generator, split: str) -> str:
     """One wording of a rule set: a paraphrase per rule (of the split), joined with the split's connectors."""
-    held = split == "heldout"
+    held = split in HELDOUT_WORDING
     if not rules:
         options = NO_RULE[held]
         return options[rng.integers(len(options))]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from bitrl_ros.envs.smarthome import (ASLEEP, AWAKE, daylight, ENERGY, HELDOUT_RULE_SETS, instruction, judge, LEVELS,
-                                      NUM_ACTIONS, ROOMS, schedule, SPLITS, START_HOUR, STEP_HOURS, STEPS,
-                                      SUCCESS_COMFORT, TRAIN_RULE_SETS, VIOLATION_COST, WEATHER)
+from bitrl_ros.envs.smarthome import (ASLEEP, AWAKE, daylight, ENERGY, ENV_SPLITS, HELDOUT_RULE_SETS, HELDOUT_RULES,
+                                      instruction, judge, LEVELS, NUM_ACTIONS, ROOMS, schedule, SPLITS, START_HOUR,
+                                      STEP_HOURS, STEPS, SUCCESS_COMFORT, TRAIN_RULE_SETS, VIOLATION_COST, WEATHER)
 
 
 class SmartHomeLight(gym.Env):
@@ -17,7 +17,7 @@ class SmartHomeLight(gym.Env):
         if split not in SPLITS:
             raise ValueError(f"unknown SmartHome-Light split {split!r}; expected one of {', '.join(SPLITS)}")
         self.split = split
-        self.rule_sets = TRAIN_RULE_SETS if split == "train" else HELDOUT_RULE_SETS
+        self.rule_sets = HELDOUT_RULE_SETS if split in HELDOUT_RULES else TRAIN_RULE_SETS
         high = np.array([24.0, 1.0, len(WEATHER) - 1] + [ASLEEP] * len(ROOMS) + [len(LEVELS) - 1.0] * len(ROOMS),
                         dtype=np.float32)
         self.observation_space = gym.spaces.Box(np.zeros_like(high), high, dtype=np.float32)
@@ -70,6 +70,6 @@ class SmartHomeLight(gym.Env):
 
 
 def register() -> None:
-    for env_id, split in (("SmartHome-Light-v0", "train"), ("SmartHome-Light-Heldout-v0", "heldout")):
+    for env_id, split in ENV_SPLITS.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=SmartHomeLight, kwargs={"split": split})  # the day ends it: no TimeLimit

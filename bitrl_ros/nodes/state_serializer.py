@@ -36,7 +36,8 @@ class StateSerializerNode(Node):
         try:
             spec = get_spec(p["env"])
             serializer = node_serializer(p)
-            tokenizer = load_tokenizer(p["backbone"]) or _NoTokenizer()
+            # Plain Python where it can: this process only tokenizes (bench/README.md, "Memory of the graph").
+            tokenizer = load_tokenizer(p["backbone"], plain_python=True) or _NoTokenizer()
         except ValueError as exc:  # unknown backbone id / model dir without a tokenizer / scales missing
             raise ConfigError(f"state_serializer: invalid parameters ({exc})") from None
         self.tokenizer = tokenizer

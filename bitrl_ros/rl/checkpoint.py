@@ -112,6 +112,7 @@ def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
         "config": ppo.config.to_dict(),
         "seed": ppo.seed,
         "num_updates": ppo.num_updates,
+        "policy_lr_scale": ppo.policy_lr_scale,
         "optimizer_lrs": {name: [g["lr"] for g in opt.param_groups] for name, opt in _optimizers(ppo).items()},
         "rng": _rng_state(ppo),
         "extra": extra or {},
@@ -240,6 +241,9 @@ def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
         py_state = (rng["python_random"][0], tuple(rng["python_random"][1]), rng["python_random"][2])
         lrs = {name: [float(lr) for lr in state["optimizer_lrs"][name]] for name in _optimizers(ppo)}
         num_updates = int(state["num_updates"])
+        policy_lr_scale = float(state.get("policy_lr_scale", 1.0))  # 1: a checkpoint from before adapt_kl
+        if not (np.isfinite(policy_lr_scale) and policy_lr_scale > 0):
+            raise ValueError(f"policy_lr_scale {policy_lr_scale!r} is not a positive number")
         # Dry runs on scratch RNGs, so that a bad state fails here and not halfway through applying.
         for t in generators.values():
             torch.Generator().set_state(t)
@@ -265,6 +269,7 @@ def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
         np.random.set_state(np_state)
         random.setstate(py_state)
     ppo.num_updates = num_updates
+    ppo.policy_lr_scale = policy_lr_scale
     return state["extra"]
 
 

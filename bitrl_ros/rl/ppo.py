@@ -13,6 +13,9 @@ from bitrl_ros.rl.config import PPOConfig
 from bitrl_ros.rl.gae import compute_gae
 from bitrl_ros.rl.heads import PolicyHead, ValueHead
 
+ADAPT_FACTOR = 1.5  # adapt_kl's step, and how far it may take the rate from policy_lr either way:
+ADAPT_RANGE = 10.0
+
 __all__ = ["PPO", "PPOConfig", "policy_loss", "value_loss", "total_loss", "explained_variance"]
 
 
@@ -79,6 +82,7 @@ class PPO:
         self.shuffle_generator = torch.Generator().manual_seed(self.seed)
         self.action_generator = torch.Generator().manual_seed(self.seed + 1)
         self.num_updates = 0
+        self.policy_lr_scale = 1.0  # what adapt_kl has made of policy_lr so far (1 without it)
 
     def make_buffer(self) -> RolloutBuffer:
         if isinstance(self.action_space, gym.spaces.Discrete):
@@ -101,10 +105,22 @@ class PPO:
 
     def current_lrs(self) -> tuple[float, float]:
         cfg = self.config
-        if not cfg.anneal_lr:
-            return cfg.policy_lr, cfg.value_lr
-        frac = max(0.0, 1.0 - self.num_updates / (cfg.total_timesteps // cfg.batch_size))
-        return frac * cfg.policy_lr, frac * cfg.value_lr
+        frac = 1.0
+        if cfg.anneal_lr:
+            frac = max(0.0, 1.0 - self.num_updates / (cfg.total_timesteps // cfg.batch_size))
+        return frac * self.policy_lr_scale * cfg.policy_lr, frac * cfg.value_lr
+
+    def adapt_policy_lr(self, approx_kl: float) -> None:
+        """adapt_kl: the next update's policy rate from this one's mean approx-KL (off by default; what it does
+        per task is in bench/README.md, "Adaptive policy learning rate").
+        """
+        target = self.config.adapt_kl
+        if target is None or not np.isfinite(approx_kl):
+            return
+        if approx_kl > 2.0 * target:
+            self.policy_lr_scale = max(self.policy_lr_scale / ADAPT_FACTOR, 1.0 / ADAPT_RANGE)
+        elif approx_kl < 0.5 * target:
+            self.policy_lr_scale = min(self.policy_lr_scale * ADAPT_FACTOR, ADAPT_RANGE)
 
     def snapshot(self) -> dict:
         """Everything an update changes (weights, Adam states, generators, the update counter), copied."""
@@ -112,7 +128,8 @@ class PPO:
             "policy": self.policy.state_dict(), "value": self.value_head.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
-            "shuffle_generator": self.shuffle_generator.get_state(), "num_updates": self.num_updates})
+            "shuffle_generator": self.shuffle_generator.get_state(), "num_updates": self.num_updates,
+            "policy_lr_scale": self.policy_lr_scale})
 
     def restore(self, snapshot: dict) -> None:
         """Undo everything since snapshot() (e.g. an update that produced non-finite weights)."""
@@ -122,6 +139,7 @@ class PPO:
         self.value_optimizer.load_state_dict(snapshot["value_optimizer"])
         self.shuffle_generator.set_state(snapshot["shuffle_generator"])
         self.num_updates = snapshot["num_updates"]
+        self.policy_lr_scale = snapshot["policy_lr_scale"]
 
     def finite(self) -> bool:
         """Whether every weight of both heads is finite."""
@@ -194,6 +212,7 @@ class PPO:
 
         self.num_updates += 1
         out = {k: float(np.mean(v)) for k, v in stats.items()}
+        self.adapt_policy_lr(out["approx_kl"])
         out["explained_variance"] = explained_variance(buffer.values.reshape(total), returns.reshape(total))
         out["lr"] = policy_lr
         out["value_lr"] = value_lr
