@@ -17,6 +17,8 @@ failed configure leaves that node unconfigured, with the error in its log, and t
 the two configure and activate themselves in order inside the one process (autostart), as with `ros2 run`.
 """
 import os
+import threading
+import time
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -34,6 +36,7 @@ PACKAGE = "bitrl_ros"
 AGENT_NODES = ("state_serializer", "ternary_encoder", "policy_value", "diagnostics_monitor")
 BACKBONE_NODES = ("state_serializer", "ternary_encoder")  # the nodes that have a `backbone` parameter
 MANAGED_NODES = ("ternary_encoder", "policy_value")       # lifecycle nodes: configured, then activated, from here
+ACTIVATE_POLL_S = 2.0  # how often a managed node's state is asked, in case its transition event is lost
 
 
 def _truthy(text: str) -> bool:
@@ -80,15 +83,52 @@ def _agent_nodes(context):
 
 
 def _managed(node: LifecycleNode) -> list:
-    """A lifecycle node, the request to configure it, and a handler that activates it once it is inactive."""
-
+    """A lifecycle node, the request to configure it, and what activates it once it is inactive: the node's
+    configuring -> inactive transition event, or, where that event never reaches the launch (it travels on a
+    volatile topic the launch may not have matched yet; seen here once in ~15 launches, and upstream as
+    ros2/rcl#1166), a poll of the node's get_state service. Whichever sees `inactive` first asks, once.
+    """
     def change(transition_id):
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+        return ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)
+
+    asked = threading.Lock()  # held by the path that asked for activate
+
+    def on_inactive_event(context):
+        return [EmitEvent(event=change(Transition.TRANSITION_ACTIVATE))] if asked.acquire(blocking=False) else None
+
+    def start_polling(context):
+        threading.Thread(target=_activate_when_inactive, daemon=True, name=f"activate {node.node_name}",
+                         args=(context, node.node_name, asked, change(Transition.TRANSITION_ACTIVATE))).start()
 
     activate = RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
                                                       goal_state="inactive",
-                                                      entities=[change(Transition.TRANSITION_ACTIVATE)]))
-    return [activate, node, change(Transition.TRANSITION_CONFIGURE)]
+                                                      entities=[OpaqueFunction(function=on_inactive_event)]))
+    return [activate, node, EmitEvent(event=change(Transition.TRANSITION_CONFIGURE)),
+            OpaqueFunction(function=start_polling)]
+
+
+def _activate_when_inactive(context, node_name: str, asked: threading.Lock, activate: ChangeState) -> None:
+    """Every ACTIVATE_POLL_S: the node's state; at `inactive`, emit activate unless the event path has."""
+    from launch_ros.ros_adapters import get_ros_node
+    from lifecycle_msgs.srv import GetState
+
+    ros = get_ros_node(context)
+    client = ros.create_client(GetState, f"{node_name}/get_state")
+    try:
+        while not context.is_shutdown and not asked.locked():
+            time.sleep(ACTIVATE_POLL_S)
+            if not client.service_is_ready():
+                continue
+            answered = threading.Event()
+            future = client.call_async(GetState.Request())
+            future.add_done_callback(lambda _: answered.set())
+            if not answered.wait(ACTIVATE_POLL_S) or future.result() is None:
+                future.cancel()
+                continue
+            if future.result().current_state.label == "inactive" and asked.acquire(blocking=False):
+                context.asyncio_loop.call_soon_threadsafe(context.emit_event_sync, activate)
+    finally:
+        ros.destroy_client(client)
 
 
 def generate_launch_description():
