@@ -22,7 +22,7 @@ from pathlib import Path
 
 import language
 import numpy as np
-from table2 import cpus_of, run_sweep, update_results
+from table2 import cell_run_dir, cpus_of, run_sweep, update_results
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "smarthome_splits.json"
@@ -35,7 +35,7 @@ def evaluate_cell(agent: str, seed: int, episodes: int) -> dict:
     from bitrl_ros.telemetry.board import cpu_model
     from bitrl_ros.train import evaluate_run
 
-    run_dir = language.RUNS / f"{ENV}-{agent}-s{seed}"
+    run_dir = cell_run_dir(ENV, agent, seed, language.RUNS)
     out = {"agent": agent, "seed": seed, "episodes": episodes, "run_dir": str(run_dir), "cpu": cpu_model()}
     for env_id in SPLITS:
         ev = evaluate_run(run_dir, env_id, episodes)
@@ -74,7 +74,7 @@ def main():
     args = parser.parse_args()
     cells = [(agent, seed) for agent in args.agents for seed in range(args.seeds)]
     untrained = [(ENV, agent, seed) for agent, seed in cells
-                 if not (language.RUNS / f"{ENV}-{agent}-s{seed}" / "checkpoint").is_dir()]
+                 if not (cell_run_dir(ENV, agent, seed, language.RUNS) / "checkpoint").is_dir()]
     if untrained:
         print(f"training {len(untrained)} cells first (bench/language.py's, {language.BUDGETS[ENV]} steps)")
         run_sweep(untrained, language.BUDGETS.get, lambda c: f"success {c['success_rate']:.2f}, greedy "

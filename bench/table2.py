@@ -108,9 +108,14 @@ def cell_id(env: str, agent: str, seed: int) -> str:
     return f"{env}/{agent}/s{seed}"
 
 
+def cell_run_dir(env: str, agent: str, seed: int, runs: Path = RUNS) -> Path:
+    """Where run_cell trains a cell."""
+    return runs / f"{env}-{agent}-s{seed}"
+
+
 def run_cell(env: str, agent: str, seed: int, steps: int, overrides: dict | None = None, runs: Path = RUNS) -> dict:
     """One `bitrl train` run as its own process; overrides: the backbone and --set keys (default AGENTS[agent])."""
-    run_dir = runs / f"{env}-{agent}-s{seed}"
+    run_dir = cell_run_dir(env, agent, seed, runs)
     overrides = dict(AGENTS[agent] if overrides is None else overrides)
     backbone = overrides.pop("backbone")
     cmd = [sys.executable, "-m", "bitrl_ros.cli", "train", "--env", env, "--backbone", backbone, "--steps",

@@ -98,7 +98,7 @@ def evaluate_run(run_dir: str | Path, env_id: str | None = None, episodes: int =
     Trainer.evaluate runs it after training (the same seed by default); e.g. on another split of the run's env.
     """
     from bitrl_ros.config import load_run_config
-    from bitrl_ros.envs import make_env
+    from bitrl_ros.rl.checkpoint import action_space_from_description, read_checkpoint_state
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -107,11 +107,8 @@ def evaluate_run(run_dir: str | Path, env_id: str | None = None, episodes: int =
     if get_spec(env_id).field_names != get_spec(cfg.env).field_names:
         raise ValueError(f"{env_id} does not observe what {cfg.env} (the run's env) does")
     encoder = build_state_encoder(cfg)
-    probe = make_env(cfg.env)
-    try:
-        space = probe.action_space
-    finally:
-        probe.close()
+    space = action_space_from_description(read_checkpoint_state(run_dir / "checkpoint")["action_space"],
+                                          str(run_dir / "checkpoint"))
     learner = OnlineLearner(encoder.feature_dim, space, PPOConfig.from_dict(cfg.ppo), seed=cfg.seed,
                             normalize_features=cfg.normalize.features, normalize_reward=cfg.normalize.reward,
                             layout=encoder.layout)

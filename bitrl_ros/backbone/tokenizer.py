@@ -32,7 +32,6 @@ class Tokenizer:
                 if pad_id is None:
                     pad_id = next((vocab[t] for t in _PAD_CANDIDATES if t in vocab), 0)
                 self.pad_id: int = pad_id
-            del spec
         if self._wordpiece is None:
             tok = self._hf
             pad_id = tok.padding["pad_id"] if tok.padding else None

@@ -63,8 +63,9 @@ class WordPiece:
         self.first_id = special[single[0]["SpecialToken"]["id"]]["ids"][0]
         self.last_id = special[single[2]["SpecialToken"]["id"]]["ids"][0]
         # Added tokens are cut out of the raw text before anything else, longest first.
-        self.added = sorted(((t["content"], t["id"]) for t in spec.get("added_tokens", [])),
+        self.added = sorted(((t["content"], t["id"]) for t in spec.get("added_tokens", []) if t["content"]),
                             key=lambda t: -len(t[0]))
+        self._added_starts = frozenset(c[0] for c, _ in self.added)  # most characters start none of them
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """(ids, character offsets into text) with the template's special tokens ((0, 0) offsets)."""
@@ -84,7 +85,8 @@ class WordPiece:
         """(start, end, id of the added token there or None) pieces covering text."""
         out, plain, i = [], 0, 0
         while i < len(text):
-            hit = next(((c, t) for c, t in self.added if c and text.startswith(c, i)), None)
+            hit = None if text[i] not in self._added_starts else \
+                next(((c, t) for c, t in self.added if text.startswith(c, i)), None)
             if hit is None:
                 i += 1
                 continue
@@ -106,6 +108,9 @@ class WordPiece:
                     continue
                 if _is_whitespace(ch):
                     ch = " "
+            if ch.isascii():  # the serializers' texts: NFD changes nothing, no marks, no CJK
+                out.append((ch.lower() if self.lowercase else ch, i))
+                continue
             pieces = unicodedata.normalize("NFD", ch) if self.strip_accents else ch
             for piece in pieces:
                 if self.strip_accents and unicodedata.category(piece) == "Mn":
