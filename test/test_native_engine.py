@@ -1,5 +1,7 @@
 """The native (C++) engine agrees with the torch engine, batches like it runs one by one, and stays allocation-free."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,27 @@ def test_threads_give_identical_output(minilm):
     b.native.set_parallel_threshold(0)
     dec_seqs = [list(range(5, 30)), [1, 2, 3]]
     np.testing.assert_array_equal(a.run(dec_seqs, "mean"), b.run(dec_seqs, "mean"))
+
+
+@needs_native
+def test_the_pool_gives_the_same_output_spinning_or_sleeping(minilm):
+    """Idle pool threads spin for spin_us before they sleep; with 0 they sleep at once. Calls spaced wider than
+    the spin (the workers asleep) and back to back (the workers spinning) must give the one-thread output."""
+    torch_bb, _ = minilm
+    seqs = torch_bb.tokenize(STATES + SENTENCES)
+    expected = NativeEncoder(torch_bb.model, threads=1).run(seqs, "mean")
+    two = NativeEncoder(torch_bb.model, threads=2)
+    two.native.set_parallel_threshold(0)
+    assert two.native.spin_us > 0  # the default spins
+    for spin_us in (0, 1, 200):
+        two.native.spin_us = spin_us
+        assert two.native.spin_us == spin_us
+        for i in range(30):
+            np.testing.assert_array_equal(two.run(seqs, "mean"), expected)
+            if i % 10 == 0:
+                time.sleep(0.002)  # longer than any spin: the workers go to sleep and must be woken
+    with pytest.raises(ValueError, match="spin_us"):
+        two.native.spin_us = -1
 
 
 @needs_native

@@ -82,6 +82,8 @@ template <class M, class Cls>
 void common(Cls& c) {
   c.def_property_readonly("hidden_size", &M::hidden_size)
       .def_property("threads", &M::threads, &M::set_threads, "worker threads (1 = no pool)")
+      .def_property("spin_us", &M::spin_us, &M::set_spin_us,
+                    "microseconds an idle pool thread spins before it sleeps (0: at once)")
       .def_property(
           "isa", [](const M& m) { return std::string(isa_name(m.isa())); },
           [](M& m, const std::string& name) {

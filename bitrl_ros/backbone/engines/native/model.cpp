@@ -123,12 +123,19 @@ Pooling parse_pooling(const std::string& name) {
 
 ModelBase::ModelBase(int hidden) : hidden_(hidden), isa_(best_isa()) {}
 
+void ModelBase::set_spin_us(int us) {
+  if (us < 0) throw std::invalid_argument("spin_us must be >= 0");
+  std::lock_guard<std::mutex> lock(call_mu_);
+  spin_us_ = us;
+  if (pool_) pool_->set_spin_us(us);
+}
+
 void ModelBase::set_threads(int threads) {
   if (threads < 1) throw std::invalid_argument("threads must be >= 1");
   std::lock_guard<std::mutex> lock(call_mu_);
   if (threads == this->threads() && acc_.size() >= static_cast<size_t>(threads)) return;
   pool_.reset();
-  if (threads > 1) pool_.reset(new ThreadPool(threads));
+  if (threads > 1) pool_.reset(new ThreadPool(threads, spin_us_));
   acc_.resize(threads);
   attn_.resize(threads);
   capacity_tokens_ = 0;  // per-thread buffers are re-reserved on the next call

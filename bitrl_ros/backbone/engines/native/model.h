@@ -73,6 +73,9 @@ class ModelBase {
   int hidden_size() const { return hidden_; }
   int threads() const { return pool_ ? pool_->size() : 1; }
   void set_threads(int threads);
+  // How long an idle pool thread spins before it sleeps (threadpool.h); 0: sleep at once.
+  int spin_us() const { return spin_us_; }
+  void set_spin_us(int us);
   Isa isa() const { return isa_; }
   void set_isa(Isa isa);
 
@@ -135,7 +138,10 @@ class ModelBase {
   std::mutex call_mu_;  // one forward at a time per model (callers release the GIL)
   Isa isa_;
   std::unique_ptr<ThreadPool> pool_;
-  int64_t parallel_threshold_ = int64_t(1) << 22;  // ~4M MACs: below it a wake-up costs more than it saves
+  int spin_us_ = ThreadPool::kDefaultSpinUs;
+  // ~262k MACs (a 1-token GEMM stays on one thread; 8- and 30-token GEMMs and the 30-token attention split):
+  // with the spinning pool a split costs about a microsecond, bench/README.md "A second thread".
+  int64_t parallel_threshold_ = int64_t(1) << 18;
   uint64_t grows_ = 0;
 
   // Shared scratch.
