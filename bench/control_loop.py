@@ -15,6 +15,9 @@ run's own summary, measured in the bridge over its last 4,096 actions (no hop to
   launch-process `ros2 launch bitrl_ros sim.launch.py mode:=realtime` (one process per node; needs the colcon
                 workspace of `make launch-setup`), updates in the child process
   launch-composed the same with composed:=true (sim_bridge + one `agent` process with the four agent nodes)
+  run-release, launch-composed-release
+                run-process and launch-composed with policy_value.action_release_ms = RELEASE_MS: each action
+                published at its observation's stamp + 8 ms (nodes/release.py) instead of as soon as computed
 Targets (issue 14): period deviation p99 <= 2 ms and latency p99 <= 10 ms with updates running.
 
     .venv/bin/python bench/control_loop.py [--minutes 10] [--scenarios run-process run-thread ...]
@@ -47,7 +50,9 @@ VENV_BIN = Path(sys.executable).parent
 WS = ROOT / "build" / "colcon_ws"
 OUT = HERE / "results" / "control_loop.json"
 PERIOD_S = 1 / 40
-SCENARIOS = ("run-process", "run-thread", "run-nolearn", "launch-process", "launch-composed")
+SCENARIOS = ("run-process", "run-thread", "run-nolearn", "launch-process", "launch-composed", "run-release",
+             "launch-composed-release")
+RELEASE_MS = 8.0  # above the obs->action p99 of run-process and launch-composed (6.7 and 5.4 ms)
 TARGET_PERIOD_P99_MS, TARGET_LATENCY_P99_MS = 2.0, 10.0
 
 
@@ -101,6 +106,8 @@ def command(scenario: str, tmp: Path, seconds: float, namespace: str) -> list[st
         overrides["policy_value.update_worker"] = "thread"
     if scenario == "run-nolearn":
         overrides["policy_value.learn"] = False
+    if scenario.endswith("-release"):
+        overrides["policy_value.action_release_ms"] = RELEASE_MS
     config = _config(tmp, overrides)
     if scenario.startswith("run-"):
         return [str(VENV_BIN / "bitrl"), "run", "--config", str(config), "--mode", "realtime", "--duration",
@@ -108,7 +115,7 @@ def command(scenario: str, tmp: Path, seconds: float, namespace: str) -> list[st
     if not (WS / "install" / "setup.bash").exists():
         raise SystemExit(f"no colcon workspace at {WS}: run `make launch-setup` first")
     steps = int((seconds + 20) * 40)
-    composed = " composed:=true" if scenario == "launch-composed" else ""
+    composed = " composed:=true" if scenario.startswith("launch-composed") else ""
     return ["bash", "-c", f"source {WS}/install/setup.bash && exec ros2 launch bitrl_ros sim.launch.py "
             f"config:={config} mode:=realtime max_steps:={steps}{composed}"]
 

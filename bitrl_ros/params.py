@@ -86,6 +86,9 @@ SCHEMAS: dict[str, list[Setting]] = {
                 choices=("zero", "hold")),
         Setting("watchdog_periods", 3, "control periods without a fresh observation before the watchdog trips",
                 1, 1000),
+        Setting("action_release_ms", 0.0, "realtime: publish each action this many ms after its observation's "
+                "stamp (wall clock) instead of as soon as it is computed: a fixed observation->action delay in "
+                "place of the pipeline's jitter (set it above the latency's p99); 0: at once", 0.0, 1000.0),
         Setting("update_worker", "process", "where PPO updates run: process (a niced child process, so the update "
                 "never holds this node's interpreter while it acts) or thread (a thread of this node)",
                 choices=("process", "thread")),

@@ -46,6 +46,7 @@ class Harness:
         # The driver publishes 8-d pooled "embeddings" (see send): the mean readout, unless a test says otherwise.
         overrides = [Parameter(k, value=v) for k, v in {"readout": "mean", **params}.items()]
         self.actions, self.stats, self.statuses = [], [], []
+        self.arrivals = []  # wall-clock arrival of each action
         self._node_graph = InProcessGraph(
             lambda ctx: PolicyValueNode(context=ctx, namespace=namespace, parameter_overrides=overrides))
         self.node = self._node_graph.node
@@ -57,24 +58,31 @@ class Harness:
         self.drv = Node("driver", namespace=self.ns, context=ctx)
         self.obs_pub = self.drv.create_publisher(Observation, "observation", PIPELINE_QOS)
         self.enc_pub = self.drv.create_publisher(EncodedState, "encoded_state", PIPELINE_QOS)
-        self.drv.create_subscription(Action, "action", self.actions.append, PIPELINE_QOS)
+        self.drv.create_subscription(Action, "action", self._on_action, PIPELINE_QOS)
         self.drv.create_subscription(TrainingStats, "training_stats", self.stats.append, STATS_QOS)
         self.drv.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, DIAGNOSTICS_QOS)
         self.save_client = self.drv.create_client(SaveCheckpoint, "save_checkpoint")
         return self.drv
 
+    def _on_action(self, msg):
+        self.arrivals.append(time.time())
+        self.actions.append(msg)
+
     def _on_diag(self, msg):
         self.statuses += [s for s in msg.status if s.name.startswith("policy_value:")]
 
     def send(self, episode, step, values, reward=0.0, terminated=False, truncated=False, embedding=None,
-             readout=""):
+             readout="", stamp=None):
         values = np.asarray(values, dtype=np.float32)
         if embedding is None:
             embedding = np.tanh(_EMBED @ np.nan_to_num(values[:4]))
         obs = Observation(episode=episode, step=step, values=values.tolist(), reward=float(reward),
                           terminated=terminated, truncated=truncated)
         obs.header.frame_id = "test"
-        obs.header.stamp.sec = step
+        if stamp is None:
+            obs.header.stamp.sec = step
+        else:  # wall-clock seconds
+            obs.header.stamp.sec, obs.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9)) % 10**9
         enc = EncodedState(episode=episode, step=step, embedding=np.asarray(embedding, np.float32).tolist(),
                            readout=readout)
         enc.header = obs.header
@@ -263,6 +271,37 @@ def test_realtime_watchdog_trips_and_recovers(harness, tmp_path):
     wait_for(lambda: any(status_level(s) == OK and s.name == "policy_value: watchdog" for s in h.statuses),
              what="OK watchdog diagnostic")
     assert h.node.watchdog_trips >= 1 and h.node.held_count >= 1  # holds fill [1.5, 3) periods: one or two ticks
+
+
+def test_realtime_actions_go_out_at_their_observation_stamp_plus_the_release_delay(harness, tmp_path):
+    h = harness("t_pv_release", mode="realtime", control_rate_hz=40.0, action_release_ms=60.0,
+                checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    rng = np.random.default_rng(0)
+    stamps = []
+    for step in range(8):
+        stamps.append(time.time())
+        h.send(0, step, rng.uniform(-0.05, 0.05, 4), reward=1.0, stamp=stamps[-1])
+        time.sleep(0.025)
+    for step, stamp in enumerate(stamps):
+        action = h.action_for(0, step)
+        arrival = h.arrivals[h.actions.index(action)]
+        assert not action.safe_action
+        assert arrival >= stamp + 0.060, f"step {step} released {1e3 * (arrival - stamp):.1f} ms after its stamp"
+    steps = [a.step for a in h.actions if not a.safe_action]
+    assert steps == sorted(steps) and set(steps) == set(range(8))  # in order (a hold repeats the last one out)
+    assert h.node._release.late == 0
+    # An observation stamped long ago: its release time has passed, so its action goes at once (counted late).
+    h.send(0, 8, rng.uniform(-0.05, 0.05, 4), reward=1.0, stamp=time.time() - 30.0)
+    h.action_for(0, 8)
+    assert h.node._release.late == 1
+
+
+def test_lockstep_ignores_the_release_delay(harness, tmp_path):
+    h = harness("t_pv_release_lockstep", action_release_ms=500.0, checkpoint_dir=str(tmp_path / "ckpt"),
+                **SMALL_PPO)
+    h.send(0, 0, [0.0, 0.0, 0.01, 0.0], stamp=time.time())
+    h.action_for(0, 0)
+    assert h.node._release is None
 
 
 def test_continuous_actions_clipped_and_save_checkpoint(harness, tmp_path):

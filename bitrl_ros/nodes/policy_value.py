@@ -3,8 +3,9 @@
 through bitrl_ros.rl.learner.OnlineLearner; publishes `action` and `training_stats`.
 
 Timing: in lockstep every joined state is acted on as it arrives (the bridge waits for the action of step k);
-in realtime too, a fresh state is acted on as soon as it is joined (the pipeline's latency is the only delay
-between observation and action), while a wall-clock timer at control_rate_hz keeps the command stream alive:
+in realtime too, a fresh state is acted on as soon as it is joined and its action published at once (the
+pipeline's latency is the only delay between observation and action) or, with action_release_ms > 0, at the
+observation's stamp + action_release_ms (nodes/release.py: a fixed delay instead of a jittering one), while a wall-clock timer at control_rate_hz keeps the command stream alive:
 when no fresh state arrived for 1.5 control periods it repeats (holds) the last action, and after
 watchdog_periods it publishes the safe action until data returns. PPO updates run in a niced child process
 (`update_worker: process`, rl/update_worker.py) or a worker thread (`thread`), so acting never waits for learning;
@@ -37,6 +38,7 @@ from bitrl_ros.features import assemble_features, FeatureLayout, node_layout
 from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
 from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation_to_array, OK, to_float32_list, WARN
 from bitrl_ros.nodes.managed import ManagedNode
+from bitrl_ros.nodes.release import ActionRelease
 from bitrl_ros.nodes.stats import PolicyStats
 from bitrl_ros.rl.actions import clip_action
 from bitrl_ros.rl.checkpoint import read_checkpoint_state, STATE_FILE
@@ -118,6 +120,8 @@ class PolicyValueNode(ManagedNode):
         self.outputs: dict[str, str] = {}  # what _flush wrote at shutdown: checkpoint, plot, summary -> path
 
         self.action_pub = self.create_publisher(Action, "action", PIPELINE_QOS)
+        release_s = p["action_release_ms"] / 1000.0
+        self._release = ActionRelease(release_s, self._publish_now) if self.realtime and release_s > 0 else None
         self.stats_pub = self.create_publisher(TrainingStats, "training_stats", STATS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(Observation, "observation", self._on_observation, PIPELINE_QOS)
@@ -213,6 +217,8 @@ class PolicyValueNode(ManagedNode):
         self._closing = True
         if self.timer is not None:
             self.timer.cancel()
+        if self._release is not None:
+            self._release.close()
         if self.learner is not None:
             self.learner.wait(timeout)
             if self.learner.updating:
@@ -488,7 +494,7 @@ class PolicyValueNode(ManagedNode):
         msg.log_prob, msg.value = float(log_probs[0]), float(values[0])
         msg.policy_version = int(learner.policy_version)
         self._fill_action(msg, actions[0])
-        return self._publish(msg)
+        return self._publish(msg, answers_observation=True)
 
     def _fill_action(self, msg: Action, action) -> None:
         if self.discrete:
@@ -520,12 +526,22 @@ class PolicyValueNode(ManagedNode):
         self.safe_actions += 1
         return msg
 
-    def _publish(self, msg: Action) -> Action:
-        self.action_pub.publish(msg)
-        self.actions_published += 1
-        if not msg.safe_action:
-            self._last_action = msg
+    def _publish(self, msg: Action, answers_observation: bool = False) -> Action:
+        """Publish an action: at once, or (realtime, action_release_ms > 0, an action that answers an observation)
+        at that observation's stamp + action_release_ms. Held, watchdog and shutdown actions always go at once.
+        """
+        if answers_observation and self._release is not None:
+            self._release.submit(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg)
+        else:
+            self._publish_now(msg)
         return msg
+
+    def _publish_now(self, msg: Action) -> None:
+        if not msg.safe_action:
+            self._last_action = msg  # what a hold repeats: the last action out, never one still waiting
+        self.action_pub.publish(msg)
+        with self._lock:
+            self.actions_published += 1
 
     def _reject(self, obs: Observation, reason: str) -> None:
         """Invalid input: count, WARN (naming the field), drop the open transition, answer with the safe action."""
@@ -597,7 +613,7 @@ class PolicyValueNode(ManagedNode):
             self.get_logger().info("observations are back; watchdog cleared")
             self._diagnose("watchdog", OK, "fresh observations", {"trips": self.watchdog_trips})
         if fresh[0] == "invalid":
-            self._publish(self._safe_action(fresh[1]))
+            self._publish(self._safe_action(fresh[1]), answers_observation=True)
         else:
             self._step(fresh[1], fresh[2])
 
@@ -629,8 +645,7 @@ class PolicyValueNode(ManagedNode):
     def _hold(self) -> None:
         if self._last_action is not None:
             self.held_count += 1
-            self.action_pub.publish(self._last_action)
-            self.actions_published += 1
+            self._publish_now(self._last_action)
 
     # -- services -----------------------------------------------------------------------------------------------
     def _on_save_checkpoint(self, request, response):
