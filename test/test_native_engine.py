@@ -141,7 +141,8 @@ def test_threads_give_identical_output(minilm):
 @needs_native
 def test_the_pool_gives_the_same_output_spinning_or_sleeping(minilm):
     """Idle pool threads spin for spin_us before they sleep; with 0 they sleep at once. Calls spaced wider than
-    the spin (the workers asleep) and back to back (the workers spinning) must give the one-thread output."""
+    the spin (the workers asleep) and back to back (the workers spinning) must give the one-thread output.
+    """
     torch_bb, _ = minilm
     seqs = torch_bb.tokenize(STATES + SENTENCES)
     expected = NativeEncoder(torch_bb.model, threads=1).run(seqs, "mean")
