@@ -6,8 +6,9 @@ Timing: in lockstep every joined state is acted on as it arrives (the bridge wai
 in realtime too, a fresh state is acted on as soon as it is joined and its action published at once (the
 pipeline's latency is the only delay between observation and action) or, with action_release_ms > 0, at the
 observation's stamp + action_release_ms (nodes/release.py: a fixed delay instead of a jittering one), while a
-wall-clock timer at control_rate_hz keeps the command stream alive: when no fresh state arrived for 1.5 control periods it repeats (holds) the last action, and after
-watchdog_periods it publishes the safe action until data returns. PPO updates run in a niced child process
+wall-clock timer at control_rate_hz keeps the command stream alive: when no fresh state arrived for 1.5 control
+periods it repeats (holds) the last action, and after watchdog_periods it publishes the safe action until data
+returns. PPO updates run in a niced child process
 (`update_worker: process`, rl/update_worker.py) or a worker thread (`thread`), so acting never waits for learning;
 in a child the update does not even share this node's interpreter lock.
 
