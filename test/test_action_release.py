@@ -15,6 +15,10 @@ def test_actions_are_released_at_stamp_plus_delay_in_order():
             published.append((time.time(), msg))
 
     release = ActionRelease(0.05, publish)
+    release.submit(time.time() - 1.0, "first")  # the first release also takes the collector over (a full collection)
+    while release.released < 1:
+        time.sleep(0.01)
+    published.clear()
     stamps = [time.time() + 0.01 * i for i in range(5)]
     for i, stamp in enumerate(stamps):
         release.submit(stamp, i)
@@ -23,7 +27,7 @@ def test_actions_are_released_at_stamp_plus_delay_in_order():
     assert [m for _, m in published] == [0, 1, 2, 3, 4, "late"]
     for (at, _), stamp in zip(published, stamps):
         assert at >= stamp + 0.05
-    assert release.released == 6 and release.late == 1
+    assert release.released == 7 and release.late == 2
 
 
 def test_a_stamp_from_the_future_waits_no_longer_than_the_delay():
@@ -38,3 +42,32 @@ def test_a_stamp_from_the_future_waits_no_longer_than_the_delay():
 def test_the_delay_must_be_positive():
     with pytest.raises(ValueError, match="delay_s"):
         ActionRelease(0.0, print)
+
+
+def test_while_releasing_the_collector_runs_only_after_releases_and_comes_back_on_close():
+    import gc
+    import sys
+
+    switch, enabled = sys.getswitchinterval(), gc.isenabled()
+    release = ActionRelease(0.001, lambda msg: None)
+    release.submit(time.time(), "a")
+    deadline = time.monotonic() + 5.0
+    while gc.isenabled() and time.monotonic() < deadline:  # taken over after the first release
+        time.sleep(0.01)
+    assert release.released == 1
+    assert not gc.isenabled() and gc.get_freeze_count() > 0 and sys.getswitchinterval() < switch
+    garbage = []
+    for _ in range(5000):  # reference cycles, past gen0's threshold
+        cycle = []
+        cycle.append(cycle)
+        garbage.append(len(cycle))
+    del cycle
+    before = gc.get_count()[0]
+    release.submit(time.time(), "b")
+    deadline = time.monotonic() + 5.0
+    while release.released < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert before > gc.get_threshold()[0] and gc.get_count()[0] < before  # collected after the release
+    release.close()
+    assert gc.isenabled() == enabled and gc.get_freeze_count() == 0 and sys.getswitchinterval() == switch
