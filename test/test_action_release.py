@@ -15,7 +15,7 @@ def test_actions_are_released_at_stamp_plus_delay_in_order():
             published.append((time.time(), msg))
 
     release = ActionRelease(0.05, publish)
-    release.submit(time.time() - 1.0, "first")  # the first release also takes the collector over (a full collection)
+    release.submit(time.time() - 1.0, "first")  # the first release also takes the collector over
     while release.released < 1:
         time.sleep(0.01)
     published.clear()
@@ -71,3 +71,20 @@ def test_while_releasing_the_collector_runs_only_after_releases_and_comes_back_o
     assert before > gc.get_threshold()[0] and gc.get_count()[0] < before  # collected after the release
     release.close()
     assert gc.isenabled() == enabled and gc.get_freeze_count() == 0 and sys.getswitchinterval() == switch
+
+
+def test_the_collector_comes_back_when_the_last_taker_gives_it_back():
+    import gc
+    import sys
+
+    from bitrl_ros.nodes.timing import collector_taken, give_back_collector, take_collector
+
+    switch, enabled = sys.getswitchinterval(), gc.isenabled()
+    take_collector()
+    take_collector()  # the bridge and the release thread in one process (`bitrl run`)
+    give_back_collector()
+    assert collector_taken() and not gc.isenabled()
+    give_back_collector()
+    assert not collector_taken() and gc.isenabled() == enabled and sys.getswitchinterval() == switch
+    give_back_collector()  # one too many: nothing happens
+    assert gc.isenabled() == enabled

@@ -9,24 +9,19 @@ passed when it is computed goes at once and is counted late; a delay above the p
 that rare. The stamps must be in this machine's wall clock (the bridge's realtime stamps, or a synchronized
 clock); a stamp from the future (clocks that disagree) waits no longer than the delay.
 
-The release thread must get the interpreter when its time comes, and two things in a Python process hold it for
-longer than a period's slack: another thread running Python (it hands over only at the switch interval, 5 ms by
-default) and the automatic garbage collector (a full collection of this process's objects takes 80-140 ms, the
-younger ones 1-2 ms; measured under `bitrl run`). So while releases run, this process's switch interval is 0.5 ms
-and automatic collection is off: the objects alive at the first release are frozen (never scanned again), and
-the release thread collects what is due (the interpreter's own thresholds) right after each release, when the
-next one is a period away, or every half second when no action comes. close() puts both back.
+The release thread must get the interpreter when its time comes: after its first release it takes the process's
+garbage collector over (nodes/timing.py) and collects what is due right after each release, when the next one is a
+period away, or every half second when no action comes; close() gives the collector back.
 """
 from __future__ import annotations
 
-import gc
 import queue
-import sys
 import threading
 import time
 from typing import Callable
 
-SWITCH_INTERVAL_S = 0.0005
+from bitrl_ros.nodes.timing import collect_due, give_back_collector, take_collector
+
 IDLE_COLLECT_S = 0.5
 
 
@@ -40,8 +35,6 @@ class ActionRelease:
         self._queue: queue.Queue = queue.Queue()
         self.released = 0  # actions published
         self.late = 0      # of which their release time had passed when they were taken up
-        self._switch_interval = sys.getswitchinterval()
-        self._gc_was_enabled = gc.isenabled()
         self._took_gc = False
         self._thread = threading.Thread(target=self._loop, name="action-release", daemon=True)
         self._thread.start()
@@ -56,17 +49,7 @@ class ActionRelease:
         self._thread.join(timeout)
         if self._took_gc:
             self._took_gc = False
-            sys.setswitchinterval(self._switch_interval)
-            gc.unfreeze()
-            if self._gc_was_enabled:
-                gc.enable()
-
-    def _take_gc(self) -> None:
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self._took_gc = True
+            give_back_collector()
 
     def _loop(self) -> None:
         while True:
@@ -89,12 +72,5 @@ class ActionRelease:
             if self._took_gc:
                 collect_due()
             else:  # after the first action: everything the node needs has been built by now
-                self._take_gc()
-
-
-def collect_due() -> None:
-    """Run the collection the interpreter would have run by now (its thresholds), if any."""
-    counts, thresholds = gc.get_count(), gc.get_threshold()
-    if counts[0] <= thresholds[0]:
-        return
-    gc.collect(max(g for g in range(3) if counts[g] > thresholds[g]))
+                take_collector()
+                self._took_gc = True
