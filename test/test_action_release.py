@@ -81,7 +81,7 @@ def test_the_collector_comes_back_when_the_last_taker_gives_it_back():
 
     switch, enabled = sys.getswitchinterval(), gc.isenabled()
     take_collector()
-    take_collector()  # the bridge and the release thread in one process (`bitrl run`)
+    take_collector()  # two takers in one process
     give_back_collector()
     assert collector_taken() and not gc.isenabled()
     give_back_collector()

@@ -289,11 +289,12 @@ def test_realtime_actions_go_out_at_their_observation_stamp_plus_the_release_del
         assert arrival >= stamp + 0.060, f"step {step} released {1e3 * (arrival - stamp):.1f} ms after its stamp"
     steps = [a.step for a in h.actions if not a.safe_action]
     assert steps == sorted(steps) and set(steps) == set(range(8))  # in order (a hold repeats the last one out)
-    assert h.node._release.late == 0
     # An observation stamped long ago: its release time has passed, so its action goes at once (counted late).
+    # (The first states may be late too, on a loaded machine: the heads are built on the first one.)
+    late = h.node._release.late
     h.send(0, 8, rng.uniform(-0.05, 0.05, 4), reward=1.0, stamp=time.time() - 30.0)
     h.action_for(0, 8)
-    assert h.node._release.late == 1
+    assert h.node._release.late == late + 1
 
 
 def test_lockstep_ignores_the_release_delay(harness, tmp_path):

@@ -34,7 +34,6 @@ from bitrl_ros.envs import make_env
 from bitrl_ros.nodes.base import CLOCK_QOS, declare_parameters, PIPELINE_QOS, spin_node
 from bitrl_ros.nodes.convert import to_float32_list
 from bitrl_ros.nodes.stats import BridgeStats
-from bitrl_ros.nodes.timing import collect_due, give_back_collector, take_collector
 from bitrl_ros.rl.evaluation import RETURN_WINDOW
 
 HISTORY = 4096  # samples kept for latency / period statistics
@@ -53,7 +52,6 @@ class SimBridgeNode(Node):
         self.mode: str = p["mode"]
         self.rate_hz: float = p["control_rate_hz"]
         self.period_s = 1.0 / self.rate_hz
-        self._took_collector = False  # realtime: nodes/timing.py's collector, from the first tick on
         self.seed: int = p["seed"]
         self.action_timeout_s: float = p["action_timeout_s"]
         self.fallback_mode: str = p["fallback_action"]
@@ -306,30 +304,17 @@ class SimBridgeNode(Node):
 
     def _realtime_tick(self) -> None:
         if self.finished.is_set():
-            self._give_back_collector()
             return
         if self.started_at is None:
             if not self._graph_ready():
                 return
             self._publish_obs()  # the reset observation
-            take_collector()  # the ticks must come on time: collections only right after one (nodes/timing.py)
-            self._took_collector = True
             return
         action = self._newest_action
         if action is None:
             self.fallback_count += 1
             action = self._fallback()
         self._step(action)
-        collect_due()
-
-    def _give_back_collector(self) -> None:
-        if self._took_collector:
-            self._took_collector = False
-            give_back_collector()
-
-    def destroy_node(self) -> None:
-        self._give_back_collector()
-        super().destroy_node()
 
     # -- service -----------------------------------------------------------------------------------------------
     def _on_reset(self, request, response):
