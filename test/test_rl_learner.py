@@ -70,22 +70,6 @@ def test_updates_in_a_child_process_match_synchronous_ones(tmp_path):
         os.kill(pid, 0)
 
 
-def test_the_forked_update_process_keeps_only_its_socket_and_stdio():
-    read_end, write_end = os.pipe()  # stands for the DDS sockets and files the acting process holds
-    learner = OnlineLearner(4, SPACE, _config(), seed=0, normalize_reward=False, updates="process")
-    try:
-        pid = learner._process.pid
-        _bandit_stream(learner, 128 + 1, wait=True)  # the child works: it is up and serving
-        assert learner.num_updates == 1
-        child_fds = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
-        assert read_end not in child_fds and write_end not in child_fds
-        assert len(child_fds - {0, 1, 2}) == 1  # the socket to its parent
-    finally:
-        learner.close()
-        os.close(read_end)
-        os.close(write_end)
-
-
 def test_the_update_process_messages_round_trip_without_pickle():
     from bitrl_ros.rl.update_worker import decode, encode
 

@@ -240,9 +240,11 @@ class OnlineLearner:
     def _update_process(self):
         """The update process; a new one (from this process's mirror of the training state) if it died."""
         if self._process is None or self._process.dead or not self._process.alive():
+            import torch
+
             from bitrl_ros.rl.update_worker import UpdateProcess
 
-            self._process = UpdateProcess(self.ppo, self._on_process_result)
+            self._process = UpdateProcess(self.ppo, self._on_process_result, torch_threads=torch.get_num_threads())
         return self._process
 
     def _submit(self, rollout, last_values, last_dones, extra) -> None:

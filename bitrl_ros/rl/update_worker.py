@@ -2,31 +2,30 @@
 
 In one process a PPO update and the control loop share the interpreter lock: every few milliseconds of the update
 an action waits (issue 14: action period p99 of 20 ms while learning). Here the learner's PPO is mirrored in a
-child (forked from the parent, see ForkedChild, and niced so that the control loop wins the CPU), which runs the
-update, undoes an unhealthy one, writes the checkpoint and sends back the new training state. The parent only
-hands over a full rollout (encoded in a sender thread) and loads the state that comes back (in a reader thread).
+child (`python -m bitrl_ros.rl.update_worker FD`, started with the interpreter of the parent, niced so that the
+control loop wins the CPU), which runs the update, undoes an unhealthy one, writes the checkpoint and sends back the
+new training state. The parent only hands over a full rollout (encoded in a sender thread) and loads the state that
+comes back (in a reader thread).
 
 Protocol: messages framed by multiprocessing.connection over a socketpair, each encoded by encode() (JSON for the
 structure, safetensors for the arrays and tensors; nothing is unpickled). Parent -> child: ("init", ppo kwargs,
-snapshot, niceness), ("restore", snapshot), ("update", rollout arrays, last values, last dones,
+snapshot, torch threads, niceness), ("restore", snapshot), ("update", rollout arrays, last values, last dones,
 checkpoint dir, extra), ("stop",). Child -> parent: one UpdateResult (as a dict) per update.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-import gc
 import json
 from multiprocessing.connection import Connection
 import os
+from pathlib import Path
 import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
-import time
-import traceback
 from typing import Callable
-import warnings
 
 import numpy as np
 from safetensors.numpy import load as load_arrays, save as save_arrays
@@ -124,87 +123,21 @@ ROLLOUT_ARRAYS = ("features", "actions", "log_probs", "values", "rewards", "term
                   "bootstrap_values")
 
 
-class ForkedChild:
-    """A child forked from this process that serves updates on `sock` and exits; poll/wait/kill like Popen's.
-
-    Forked rather than started anew, the child shares this process's pages copy-on-write: torch's libraries and
-    the ~130 MB of memory that importing torch leaves behind are counted once for both processes instead of twice
-    (bench/README.md "Memory of the graph"). What a fork in a process with threads must not do, it does not: the
-    child never touches rclpy, DDS or a lock another thread may have held (only the forking thread survives a
-    fork; Python re-initializes its own import and interpreter locks), it closes every inherited file descriptor
-    but the socket and stdio, freezes the inherited objects so that its garbage collector never writes to their
-    pages, runs torch on one thread (a parallel OpenMP region in the child of a parent that used OpenMP's thread
-    pool hangs), and leaves with os._exit, running no exit handler of the parent's.
-    """
-
-    def __init__(self, sock: socket.socket):
-        fd = sock.fileno()
-        gc.freeze()  # the parent's objects as they are now: the child's collections leave their pages shared
-        try:
-            with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads: handled above
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-        except BaseException:
-            gc.unfreeze()
-            raise
-        if pid == 0:  # the child
-            code = 1
-            try:
-                os.closerange(3, fd)
-                os.closerange(fd + 1, _max_fd())
-                _serve(Connection(fd))
-                code = 0
-            except BaseException:  # noqa: B902 - whatever happens, never return into the parent's code
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        gc.unfreeze()
-        self.pid = pid
-        self.returncode: int | None = None
-        self._reap_lock = threading.Lock()  # the reader thread and close() may both wait for it
-
-    def poll(self) -> int | None:
-        with self._reap_lock:
-            if self.returncode is None:
-                try:
-                    pid, status = os.waitpid(self.pid, os.WNOHANG)
-                except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): gone, its status unknown
-                    self.returncode = -1
-                    return self.returncode
-                if pid == self.pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-            return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(f"update process {self.pid}", timeout)
-            time.sleep(0.005)
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 65536
+def _package_path() -> str:
+    return str(Path(__file__).resolve().parents[2])
 
 
 class UpdateProcess:
     """The parent's handle on one child: submit() updates, results reach on_result in a reader thread."""
 
-    def __init__(self, ppo, on_result: Callable[[UpdateResult], None], niceness: int = NICENESS):
+    def __init__(self, ppo, on_result: Callable[[UpdateResult], None], torch_threads: int = 1,
+                 niceness: int = NICENESS):
         parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_path(), env.get("PYTHONPATH", "")) if p)
         try:
-            self._proc = ForkedChild(child_sock)
+            self._proc = subprocess.Popen([sys.executable, "-m", "bitrl_ros.rl.update_worker",
+                                           str(child_sock.fileno())], pass_fds=(child_sock.fileno(),), env=env)
         finally:
             child_sock.close()
         self._conn = Connection(parent_sock.detach())
@@ -218,7 +151,7 @@ class UpdateProcess:
                                     "action_space": describe_action_space(ppo.action_space),
                                     "config": ppo.config.to_dict(), "seed": ppo.seed, "readout": ppo.readout,
                                     "critic": ppo.critic, "commands": ppo.commands},
-                           ppo.snapshot(), niceness), None))
+                           ppo.snapshot(), torch_threads, niceness), None))
         self._sender = threading.Thread(target=self._send_loop, name="ppo-update-send", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="ppo-update-read", daemon=True)
         self._sender.start()
@@ -310,11 +243,9 @@ def _serve(conn: Connection) -> None:
             return  # the parent is gone
         kind = message[0]
         if kind == "init":
-            _, kwargs, snapshot, niceness = message
+            _, kwargs, snapshot, threads, niceness = message
             os.nice(niceness)
-            # One thread: OpenMP's pool does not survive a fork (a parallel region in the child of a parent that
-            # ran one hangs), and the acting processes run torch on one thread anyway.
-            torch.set_num_threads(1)
+            torch.set_num_threads(threads)
             kwargs["action_space"] = action_space_from_description(kwargs["action_space"], "update process")
             kwargs["config"] = PPOConfig.from_dict(kwargs["config"])
             ppo = PPO(**kwargs)
@@ -329,3 +260,7 @@ def _serve(conn: Connection) -> None:
             conn.send_bytes(encode({f.name: getattr(result, f.name) for f in fields(result)}))
         elif kind == "stop":
             return
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))
