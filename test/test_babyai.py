@@ -53,21 +53,27 @@ def test_renderer_says_left_right_ahead_and_what_is_carried():
     image[:, 0] = (OBJ["wall"], C["grey"], 0)     # a wall 6 ahead
     text = describe_view(_values(image, direction))
     # Nearest first; at equal steps (4) the one further ahead first.
-    assert text == ("facing south, carrying a yellow key. walls: 6 ahead. grey key 1 right, locked blue door 4 ahead, "
-                    "red ball 2 ahead 2 left.")
+    assert text == ("facing south, carrying a yellow key. walls: 6 ahead. grey key one right; "
+                    "locked blue door 4 ahead; red ball 2 ahead, two left.")
     # Mirrored, the ball is on the right.
     image[1, 4], image[5, 4] = (OBJ["empty"], 0, 0), (OBJ["ball"], C["red"], 0)
-    assert "red ball 2 ahead 2 right" in describe_view(_values(image, direction))
+    assert "red ball 2 ahead, two right" in describe_view(_values(image, direction))
 
 
-def test_renderer_is_deterministic_and_splits_mission_and_view():
+def test_renderer_is_deterministic_and_splits_mission_self_and_objects():
     image, direction = _view()
     image[0, 6] = (OBJ["wall"], C["grey"], 0)
     ser = get_serializer(ENV, "structured")  # the format does not apply: BabyAI has one renderer
     values = _values(image, direction)
     text, spans = ser.render(values, mission="  Go to the RED ball. ")
     assert text == "go to the red ball. facing east, carrying nothing. walls: 3 left. no objects in view."
-    assert [text[a:b] for a, b in spans] == ["go to the red ball", text[len("go to the red ball. "):]]
+    assert [text[a:b] for a, b in spans[:2]] == ["go to the red ball", "facing east, carrying nothing. walls: 3 left"]
+    assert [text[a:b] for a, b in spans[2]] == ["no objects in view"]
+    image[2, 5] = (OBJ["ball"], C["red"], 0)
+    image[3, 3] = (OBJ["box"], C["green"], 0)
+    two, spans = ser.render(_values(image, direction), mission="go to the red ball")
+    assert [two[a:b] for a, b in spans[2]] == ["red ball 1 ahead, one left", "green box 3 ahead"]
+    assert two.endswith("red ball 1 ahead, one left; green box 3 ahead.")
     assert ser.render(values.copy(), mission="go to the red ball")[0] == text
     assert ser.describe() == {"format": "grid_text", "numbers": "none"}
     bad = values.copy()
@@ -131,7 +137,7 @@ def test_short_training_run_reports_success_and_records_the_layout(tmp_path, bac
     if backbone == "mlp":
         assert state["feature_dim"] == babyai.VIEW_VALUES + len(babyai.MISSION_WORDS)
     else:
-        assert layout["readout_fields"] == 2 and layout["serializer"]["format"] == "grid_text"
+        assert layout["readout_fields"] == 3 and layout["serializer"]["format"] == "grid_text"
         assert result.mean_tokens > 20 and result.cache_hit_rate is not None
 
 
@@ -160,4 +166,4 @@ def test_the_ros_graph_carries_the_mission_from_bridge_to_text(tmp_path):
     assert len(states) >= 180
     assert all(m.text.startswith(missions[(m.episode, m.step)] + ". facing ") for m in states)
     layout = json.loads((tmp_path / "ckpt" / "state.json").read_text())["extra"]["feature_layout"]
-    assert layout["mission_words"] == list(babyai.MISSION_WORDS) and layout["readout_fields"] == 2
+    assert layout["mission_words"] == list(babyai.MISSION_WORDS) and layout["readout_fields"] == 3

@@ -32,7 +32,7 @@ MISSION_WORDS = ("go", "to", "the", "a", "pick", "up", "open", "put", "next", "a
                  "behind") + COLORS
 
 FIELD_NAMES = tuple(f"x{x}y{y}_{c}" for x in range(VIEW) for y in range(VIEW) for c in CHANNELS) + ("direction",)
-TEXT_FIELDS = ("mission", "view")
+TEXT_FIELDS = ("mission", "self", "objects")
 MAX_INDEX = np.array([len(OBJECTS) - 1, len(COLORS) - 1, len(DOOR_STATES) - 1], dtype=np.float32)
 
 
