@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
-    cols = ["mean", *FORMATS, "mission", "general"]
+    cols = ["mean", *FORMATS, "babyai", "mission", "general"]
     print("\nheld-out cosine to the teacher's pooled embedding")
     print(f"{'model':58s}" + "".join(f"{c:>11s}" for c in cols))
     for name, e in results["models"].items():

@@ -58,8 +58,11 @@ def test_corpus_deterministic_disjoint_and_complete(corpus, tmp_path):
     for env_id in list_envs(NUMERIC_FAMILIES):
         for fmt in FORMATS:
             assert meta["counts"].get(f"state/{fmt}/{env_id}", 0) > 0, (env_id, fmt)
+    for env_id in list_envs(("babyai",)):  # the renderer's segments alone and whole texts
+        assert meta["counts"].get(f"task/babyai/{env_id}", 0) > 0, env_id
+    assert "red ball" in " ".join(t for t, lab in zip(train, meta["train_labels"]) if lab.startswith("task/"))
     assert meta["counts"]["mission"] > 0 and meta["counts"]["general"] > 0
-    assert {label_group(x) for x in meta["heldout_labels"]} <= set(FORMATS) | {"mission", "general"}
+    assert {label_group(x) for x in meta["heldout_labels"]} <= set(FORMATS) | {"babyai", "mission", "general"}
     cache = json.loads(open(meta["cache"]).read())  # plain JSON cache
     assert len(cache["texts"]) == len(train) + len(held)
     _, _, meta3 = build_corpus(N_STATES, seed=4, cache_dir=None)

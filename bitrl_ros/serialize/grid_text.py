@@ -89,9 +89,19 @@ def view_parts(values: np.ndarray) -> tuple[str, list[str]]:
     return status, [text for *_, text in sorted(seen)] or ["no objects in view"]
 
 
-def describe_view(values: np.ndarray) -> str:
+def view_text(values: np.ndarray) -> tuple[str, tuple[int, int], tuple[tuple[int, int], ...]]:
+    """("status. object; object.", the status's span, one span per object)."""
     status, objects = view_parts(values)
-    return f"{status}. {'; '.join(objects)}."
+    text, pieces = f"{status}.", []
+    for i, obj in enumerate(objects):
+        text += " " if i == 0 else "; "
+        pieces.append((len(text), len(text) + len(obj)))
+        text += obj
+    return f"{text}.", (0, len(status)), tuple(pieces)
+
+
+def describe_view(values: np.ndarray) -> str:
+    return view_text(values)[0]
 
 
 class GridTextRenderer(MissionRenderer):
@@ -119,14 +129,8 @@ class GridTextRenderer(MissionRenderer):
         values = obs if validated else validate_observation(obs, self.spec)
         self._check(values)
         self.stats["serialized"] += 1
-        status, objects = view_parts(values)
+        view, (start, end), pieces = view_text(values)
         goal = normalize_mission(mission) or "no mission"
-        text = f"{goal}. {status}."
-        spans = [(0, len(goal)), (len(goal) + 2, len(text) - 1)]
-        pieces = []
-        for i, obj in enumerate(objects):
-            start = len(text) + (1 if i == 0 else 2)
-            text = f"{text} {obj}" if i == 0 else f"{text}; {obj}"
-            pieces.append((start, len(text)))
-        spans.append(tuple(pieces))
-        return f"{text}.", tuple(spans)
+        shift = len(goal) + 2
+        return f"{goal}. {view}", ((0, len(goal)), (start + shift, end + shift),
+                                   tuple((a + shift, b + shift) for a, b in pieces))
