@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bitrl_ros.backbone import load_backbone  # noqa: E402
-from bitrl_ros.backbone.corpus import span_texts  # noqa: E402
-from bitrl_ros.envs import list_envs, make_env  # noqa: E402
-from bitrl_ros.serialize import get_serializer  # noqa: E402
+from bitrl_ros.backbone.corpus import random_renders, span_texts  # noqa: E402
+from bitrl_ros.envs import list_envs  # noqa: E402
 
 KINDS = ("mission", "self", "objects")
 
@@ -34,24 +33,17 @@ KINDS = ("mission", "self", "objects")
 def segments(steps: int, seed: int = 0) -> dict[str, list[str]]:
     found = {k: {} for k in KINDS}
     for env_id in list_envs(("babyai",)):
-        env, renderer = make_env(env_id, seed=seed), get_serializer(env_id, "structured")
-        env.action_space.seed(seed)
-        obs, info = env.reset(seed=seed)
-        for _ in range(steps):
-            text, spans = renderer.render(obs, mission=info.get("mission", ""))
+        for text, spans in random_renders(env_id, steps, seed):
             for kind, span in zip(KINDS, spans):
                 for piece in span_texts(text, (span,)):
                     found[kind].setdefault(piece)
-            obs, _, terminated, truncated, info = env.step(env.action_space.sample())
-            if terminated or truncated:
-                obs, info = env.reset()
-        env.close()
     return {k: sorted(v) for k, v in found.items()}
 
 
 def readout(backbone, texts: list[str]) -> np.ndarray:
-    ids = backbone.tokenize(texts)
-    return backbone.encode_fields(ids, [[-1] + [0] * (len(i) - 2) + [-1] for i in ids], 1, context="state")
+    """Each text as one field read alone, through the same tokenizer alignment and field path as the agent's."""
+    ids, fields = backbone.tokenizer.encode_aligned(texts, [[(0, len(t))] for t in texts])
+    return backbone.encode_fields(ids, fields, 1, context="field")
 
 
 def _pairwise(x: np.ndarray) -> np.ndarray:

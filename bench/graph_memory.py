@@ -13,9 +13,11 @@ and rclpy + torch.
 The same graph composed (`composed:=true`: sim_bridge and one `agent` process with the four agent nodes) is
 measured too. policy_value's PPO update process (rl/update_worker.py, torch) is one of the graph's processes and
 is counted in every sum; `bitrl run` is measured with it and with `update_worker: thread`. Sums are given in RSS
-and in PSS (smaps_rollup: a page shared by several processes, e.g. torch's libraries in policy_value and its update
-process, counted once). Targets (issue 14): ternary_encoder <= 120 MB, state_serializer <= 80 MB, whole graph
-<= 550 MB, `bitrl run` <= 400 MB. Writes bench/results/graph_memory.json.
+and in PSS (smaps_rollup: a page shared by several processes, e.g. the Python and numpy libraries of the nodes,
+counted once). PSS divides a shared page among every process that maps it, this graph's or not: run it with
+nothing else on the machine (a training run beside it, which maps the same libraries, lowers the graph's PSS).
+Targets (issue 14): ternary_encoder <= 120 MB, state_serializer <= 80 MB, whole graph <= 550 MB, `bitrl run` <= 400
+MB. Writes bench/results/graph_memory.json.
 """
 from __future__ import annotations
 

@@ -72,7 +72,8 @@ SCHEMAS: dict[str, list[Setting]] = {
     "policy_value": COMMON + FEATURES + [
         _CRITIC,
         settings.SEED.as_ros_parameter(description="seed of the heads and of action sampling"),
-        Setting("learn", True, "train online with PPO (false: evaluation, greedy actions)"),
+        Setting("learn", True, "train online with PPO (false: evaluation, greedy actions, the heads in numpy: no "
+                "update process, no torch)"),
         _NORMALIZE["features"].as_ros_parameter("normalize_features"),
         _NORMALIZE["reward"].as_ros_parameter("normalize_reward"),
         _GUARD["policy"].as_ros_parameter("glitch_policy", description=(
@@ -89,8 +90,9 @@ SCHEMAS: dict[str, list[Setting]] = {
         Setting("action_release_ms", 0.0, "realtime: publish each action this many ms after its observation's "
                 "stamp (wall clock) instead of as soon as it is computed: a fixed observation->action delay in "
                 "place of the pipeline's jitter (set it above the latency's p99); 0: at once", 0.0, 1000.0),
-        Setting("update_worker", "process", "where PPO updates run: process (a niced child process, so the update "
-                "never holds this node's interpreter while it acts) or thread (a thread of this node)",
+        Setting("update_worker", "process", "where PPO updates run: process (a niced child process that owns the PPO, "
+                "so the update never holds this node's interpreter while it acts and this process, acting with the "
+                "heads in numpy, never imports torch) or thread (a thread of this node; torch in this process)",
                 choices=("process", "thread")),
         AUTOSTART,
     ] + NODE_PPO,

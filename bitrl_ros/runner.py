@@ -212,11 +212,9 @@ def run(opts: RunOptions) -> dict:
              f"backbone={validated['ternary_encoder']['backbone']} steps={b['max_steps'] or 'unlimited'} "
              f"executor={opts.executor} checkpoint={validated['policy_value']['checkpoint_dir']}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import torch
+    from bitrl_ros.nodes.base import InProcessGraph, torch_on_one_thread
 
-    from bitrl_ros.nodes.base import InProcessGraph
-
-    torch.set_num_threads(1)  # RL loops run torch on 1 thread; the native encoder has its own `threads` pool
+    torch_on_one_thread()  # wherever torch runs in this process; the native encoder has its own `threads` pool
     names = NODE_ORDER + (("bag_recorder",) if "bag_recorder" in validated else ())
     # No rclpy signal handlers: Ctrl-C must reach Python as KeyboardInterrupt, so that the run stops, lets a
     # running update finish its checkpoint and still prints the summary (rclpy's handler would swallow it).
@@ -369,11 +367,9 @@ def replay(opts: ReplayOptions) -> dict:
     opts.log(f"bitrl replay: {opts.bag} rate={'stepped' if opts.rate == 0 else opts.rate} env={b['env']} "
              f"checkpoint={validated['policy_value']['checkpoint_dir']} (learn=false)")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import torch
+    from bitrl_ros.nodes.base import InProcessGraph, torch_on_one_thread
 
-    from bitrl_ros.nodes.base import InProcessGraph
-
-    torch.set_num_threads(1)
+    torch_on_one_thread()
     graph = InProcessGraph(lambda ctx: build_nodes(validated, ctx, opts.namespace, AGENT_NODES + ("bag_replay",)),
                            "events", signal_handlers=False)
     try:

@@ -23,6 +23,7 @@ from bitrl_ros.config import RUN_CONFIG, TrainConfig
 from bitrl_ros.envs import get_spec, make_vec_env
 from bitrl_ros.features import StateEncoder
 from bitrl_ros.rl.actions import clip_action
+from bitrl_ros.rl.curve import plot_learning_curve
 from bitrl_ros.rl.evaluation import evaluate_policy, Evaluation, RETURN_WINDOW, success_rate, SUCCESS_WINDOW
 from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.learner import OnlineLearner
@@ -370,29 +371,3 @@ class _Progress:
     def close(self):
         if self._bar:
             self._bar.stop()
-
-
-def plot_learning_curve(episode_log, path: Path, title: str, target: float | None = None,
-                        xlabel: str = "environment steps"):
-    """episode_log: (x, return, length) per finished episode; x is the env step (or the episode number)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if episode_log:
-        steps = np.array([s for s, _, _ in episode_log])
-        rets = np.array([r for _, r, _ in episode_log])
-        ax.plot(steps, rets, ".", alpha=0.25, markersize=3, label="episode return")
-        k = min(RETURN_WINDOW, len(rets))
-        smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, lw=2, label=f"mean of last {k}")
-    if target is not None:
-        ax.axhline(target, color="grey", ls="--", lw=1, label=f"solved ({target:g})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("return")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

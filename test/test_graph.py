@@ -57,6 +57,26 @@ def test_lockstep_graph_trains_and_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_acting_process_never_imports_torch(tmp_path):
+    """`bitrl run` with the default update_worker (process): learning, the update's checkpoint and the shutdown's
+    flush (checkpoint, learning curve) happen without torch in the graph's process; only the update process has it.
+    """
+    script = f"""
+import sys
+from bitrl_ros.runner import run, RunOptions
+summary = run(RunOptions(config={str(CONFIG)!r}, steps=200, namespace={_ns()!r}, progress=False, log=lambda *a: None,
+                         overrides={{"policy_value.ppo.num_steps": 128, "policy_value.ppo.update_epochs": 1,
+                                    "policy_value.checkpoint_dir": {str(tmp_path / "ckpt")!r}}}))
+assert summary["updates"] >= 1, summary
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "ckpt" / "state.json").is_file() and (tmp_path / "learning_curve.png").is_file()
+
+
+@pytest.mark.slow
 def test_lockstep_graph_with_the_trainable_per_field_readout_records_its_layout(tmp_path):
     ckpt = tmp_path / "ckpt"
     overrides = {"readout": "fields_proj", "numbers": "scaled", "raw_skip": True,

@@ -1,6 +1,9 @@
 """OnlineLearner: the synchronous path `bitrl train` uses and the background path the policy_value node uses."""
+import copy
 import json
 import os
+import subprocess
+import sys
 import time
 
 import gymnasium as gym
@@ -45,29 +48,87 @@ def test_background_updates_match_synchronous_ones(tmp_path):
 
 
 def test_updates_in_a_child_process_match_synchronous_ones(tmp_path):
+    """The child updates the heads it was handed as an in-process PPO does, rollout for rollout; the parent acts
+    with them in numpy.
+    """
+    from bitrl_ros.rl.checkpoint import heads_arrays, load_heads_arrays
+
     sync = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False)
     child = OnlineLearner(4, SPACE, _config(), seed=3, normalize_reward=False, updates="process",
                           checkpoint_dir=tmp_path / "ckpt")
+    load_heads_arrays(sync.ppo, child._initial_heads)  # the process mode's own (numpy) starting heads
+    rollouts = []
+    submit = child._process.submit
+
+    def capture(rollout, last_values, last_dones, *args, **kwargs):
+        rollouts.append((copy.deepcopy(rollout), last_values.copy(), last_dones.copy()))
+        return submit(rollout, last_values, last_dones, *args, **kwargs)
+
+    child._process.submit = capture
+    threads = torch.get_num_threads()
     try:
-        _bandit_stream(sync, 3 * 128 + 1)
+        for name, w in heads_arrays(sync.ppo).items():
+            assert np.array_equal(child.actor.weights[name], w), name
         _bandit_stream(child, 3 * 128 + 1, wait=True)
         pid = child._process.pid
         assert pid != os.getpid() and child._process.alive()
-        assert sync.ppo.num_updates == child.num_updates == 3 and child.policy_version == 3
-        heads = (sync.ppo.policy, child.actor.policy, child.ppo.policy)
-        for a, b, c in zip(*(h.parameters() for h in heads)):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
-            torch.testing.assert_close(a, c, rtol=0, atol=0)  # the parent's mirror, optimizer states included
-        for a, b in zip(sync.ppo.policy_optimizer.state_dict()["state"].values(),
-                        child.ppo.policy_optimizer.state_dict()["state"].values()):
-            torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=0)
+        assert child.num_updates == 3 and child.policy_version == 3 and len(rollouts) == 3
+        torch.set_num_threads(1)  # as the child: the same reductions, so the same bits
+        for rollout, last_values, last_dones in rollouts:
+            sync.ppo.update(rollout, last_values, last_dones)
+        for name, w in heads_arrays(sync.ppo).items():
+            assert np.array_equal(child.actor.weights[name], w), name
         assert (tmp_path / "ckpt" / "state.json").exists()  # written by the child
         assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["num_updates"] == 3
+        # A save from the parent is written by the child, Adam states included.
+        saved = child.save(tmp_path / "saved")
+        again = OnlineLearner(4, SPACE, _config(), seed=99, normalize_reward=False)
+        again.load(saved)
+        for a, b in zip(sync.ppo.policy_optimizer.state_dict()["state"].values(),
+                        again.ppo.policy_optimizer.state_dict()["state"].values()):
+            torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=0)
     finally:
+        torch.set_num_threads(threads)
         child.close()
     assert child._process is None
     with pytest.raises(ProcessLookupError):  # stopped and reaped
         os.kill(pid, 0)
+
+
+def test_the_acting_process_of_the_process_mode_never_imports_torch(tmp_path):
+    """Acting, learning (in the child), saving and loading, and acting only from that checkpoint: the parent
+    process has no torch in it.
+    """
+    script = f"""
+import sys
+import gymnasium as gym
+import numpy as np
+from bitrl_ros.rl.config import PPOConfig
+from bitrl_ros.rl.learner import OnlineLearner
+config = PPOConfig(num_envs=1, num_steps=64, minibatch_size=32, update_epochs=1)
+learner = OnlineLearner(4, gym.spaces.Box(-1, 1, (2,), np.float32), config, updates="process",
+                        checkpoint_dir={str(tmp_path / "ckpt")!r})
+rng = np.random.default_rng(0)
+for _ in range(2 * 64 + 1):
+    x = learner.normalize(rng.normal(size=(1, 4)))
+    if learner.update_if_ready(x):
+        learner.wait(60)
+    actions, _, _ = learner.act(x)
+    learner.record([-float(np.abs(actions).sum())], [False], [True], final_features=x)
+learner.load(learner.save({str(tmp_path / "saved")!r}))
+learner.close()
+assert learner.num_updates == 2, learner.num_updates
+# Acting only (a node with learn: false): the heads read from the checkpoint, no update process.
+actor = OnlineLearner(4, gym.spaces.Box(-1, 1, (2,), np.float32), config, updates="none")
+actor.load({str(tmp_path / "saved")!r})
+assert actor._process is None and actor.num_updates == 2
+x = rng.normal(size=(5, 4)).astype(np.float32)
+assert np.array_equal(actor.act(x, deterministic=True)[0], learner.act(x, deterministic=True)[0])
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_the_update_process_messages_round_trip_without_pickle():
@@ -106,7 +167,7 @@ def test_a_dead_update_process_loses_at_most_its_update_and_the_next_one_starts_
         learner.wait(30)
         assert not learner.updating and learner.failed_updates == 1 and "exited (code -9)" in failures[0]
         assert learner.num_updates == 2 and not learner.learning_stopped
-        _bandit_stream(learner, 128 + 1, seed=3, wait=True)  # learning goes on from the parent's mirror
+        _bandit_stream(learner, 128 + 1, seed=3, wait=True)  # learning goes on from the last training state
         assert learner.num_updates == 3 and learner.consecutive_failures == 0 and learner.policy_version == 3
     finally:
         learner.close()

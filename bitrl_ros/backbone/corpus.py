@@ -107,9 +107,9 @@ def span_texts(text: str, spans) -> list[str]:
     return out
 
 
-def task_texts(env_id: str, n: int, seed: int) -> list[str]:
-    """Up to ``n`` distinct texts of a language env under a uniform random policy: every readout segment alone
-    (as ``features.context=field`` encodes it) and, for at most a quarter of them, the whole rendered text.
+def random_renders(env_id: str, steps: int, seed: int):
+    """(text, spans) of each of ``steps`` states of a language env under a uniform random policy (seeded), as its
+    renderer writes them for the readout.
     """
     from bitrl_ros.envs import make_env
     from bitrl_ros.serialize import get_serializer
@@ -118,10 +118,23 @@ def task_texts(env_id: str, n: int, seed: int) -> list[str]:
     renderer = get_serializer(env_id, "structured")  # a language family has one renderer, whatever the format
     env.action_space.seed(seed)
     obs, info = env.reset(seed=seed)
+    try:
+        for _ in range(steps):
+            yield renderer.render(obs, mission=info.get("mission", ""))
+            obs, _, terminated, truncated, info = env.step(env.action_space.sample())
+            if terminated or truncated:
+                obs, info = env.reset()
+    finally:
+        env.close()
+
+
+def task_texts(env_id: str, n: int, seed: int) -> list[str]:
+    """Up to ``n`` distinct texts of a language env under a uniform random policy: every readout segment alone
+    (as ``features.context=field`` encodes it) and, for at most a quarter of them, the whole rendered text.
+    """
     seen: dict[str, None] = {}
     wholes = 0
-    for _ in range(20 * n):  # segments saturate long before: stop trying eventually
-        text, spans = renderer.render(obs, mission=info.get("mission", ""))
+    for text, spans in random_renders(env_id, 20 * n, seed):  # segments saturate long before: stop eventually
         for piece in span_texts(text, spans):
             seen.setdefault(piece)
         if wholes < n // 4 and text not in seen:
@@ -129,10 +142,6 @@ def task_texts(env_id: str, n: int, seed: int) -> list[str]:
             wholes += 1
         if len(seen) >= n:
             break
-        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
-        if terminated or truncated:
-            obs, info = env.reset()
-    env.close()
     return list(seen)[:n]
 
 

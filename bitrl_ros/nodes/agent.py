@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import sys
 
-from bitrl_ros.nodes.base import spin_nodes
+from bitrl_ros.nodes.base import spin_nodes, torch_on_one_thread
 
 
 def main(args=None) -> int:
-    import torch
-
     from bitrl_ros.nodes.diagnostics_monitor import DiagnosticsMonitorNode
     from bitrl_ros.nodes.policy_value import PolicyValueNode
     from bitrl_ros.nodes.state_serializer import StateSerializerNode
     from bitrl_ros.nodes.ternary_encoder import TernaryEncoderNode
 
-    torch.set_num_threads(1)  # as policy_value's own process: acting is a batch of one
+    torch_on_one_thread()  # as policy_value's own process
     return spin_nodes([StateSerializerNode, TernaryEncoderNode, PolicyValueNode, DiagnosticsMonitorNode], args)
 
 

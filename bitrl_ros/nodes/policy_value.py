@@ -36,17 +36,18 @@ from bitrl_msgs.srv import SaveCheckpoint
 from bitrl_ros.envs import get_spec, make_env
 from bitrl_ros.errors import BitrlError, ConfigError, InvalidObservation
 from bitrl_ros.features import assemble_features, FeatureLayout, node_layout
-from bitrl_ros.nodes.base import declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS
+from bitrl_ros.nodes.base import (declare_parameters, DIAGNOSTICS_QOS, PIPELINE_QOS, spin_node, STATS_QOS,
+                                  torch_on_one_thread)
 from bitrl_ros.nodes.convert import copy_header, ERROR, make_status, observation_to_array, OK, to_float32_list, WARN
 from bitrl_ros.nodes.managed import ManagedNode
 from bitrl_ros.nodes.release import ActionRelease
 from bitrl_ros.nodes.stats import PolicyStats
 from bitrl_ros.rl.actions import clip_action
 from bitrl_ros.rl.checkpoint import read_checkpoint_state, STATE_FILE
+from bitrl_ros.rl.config import PPOConfig
 from bitrl_ros.rl.evaluation import RETURN_WINDOW
 from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.learner import OnlineLearner
-from bitrl_ros.rl.ppo import PPOConfig
 from bitrl_ros.serialize import validate_observation
 from bitrl_ros.settings import FIELD_READOUTS
 
@@ -94,6 +95,13 @@ class PolicyValueNode(ManagedNode):
         self.layout = None        # FeatureLayout, fixed by the first encoded state
         self.obs_dim = self.spec.obs_dim
         self.restored: dict = {}  # what resume brought back (updates, global_step, episodes), empty if nothing
+        # The PPO update process is started now: its interpreter and torch (seconds) come up while the graph
+        # does, and the first state, which builds the learner, does not wait for them.
+        self._early_process = None
+        if p["update_worker"] == "process" and self.learn:
+            from bitrl_ros.rl.update_worker import UpdateProcess
+
+            self._early_process = UpdateProcess()
 
         # Run statistics, read by the runner. Counters the worker thread reads are guarded by _lock.
         self._lock = threading.Lock()
@@ -229,13 +237,16 @@ class PolicyValueNode(ManagedNode):
             self._flush()
         if self.learner is not None:
             self.learner.close(timeout)
+        if self._early_process is not None:  # no state ever came
+            self._early_process.close(timeout)
+            self._early_process = None
 
     def _flush(self) -> None:
         """A learning run's outputs, next to its checkpoint: the checkpoint itself (the weights of the last
         update, the normalizers and episode returns up to now; the rollout in progress is lost), the learning
         curve and summary.json. A failure is logged, never raised: shutdown must go on.
         """
-        from bitrl_ros.train import plot_learning_curve
+        from bitrl_ros.rl.curve import plot_learning_curve
 
         ckpt = Path(self.params["checkpoint_dir"])
         stats = self.stats()
@@ -408,9 +419,12 @@ class PolicyValueNode(ManagedNode):
         self.learner = OnlineLearner(
             self.feature_dim, self.action_space, self.ppo_config, seed=p["seed"],
             normalize_features=p["normalize_features"], normalize_reward=p["normalize_reward"],
-            checkpoint_dir=p["checkpoint_dir"] if self.learn else None, updates=p["update_worker"],
+            checkpoint_dir=p["checkpoint_dir"] if self.learn else None,
+            updates=p["update_worker"] if self.learn else "none",  # acting only: no update process, no torch
             extra_state=self._extra_state, on_update=self._on_update, layout=self.layout,
-            on_failure=self._on_failed_update, on_checkpoint=self._on_checkpoint)
+            on_failure=self._on_failed_update, on_checkpoint=self._on_checkpoint,
+            update_process=self._early_process)
+        self._early_process = None  # the learner's now
 
     def _checkpoint_exists(self) -> bool:
         ckpt = Path(self.params["checkpoint_dir"])
@@ -436,7 +450,7 @@ class PolicyValueNode(ManagedNode):
                                f"{self.restored['global_step']}, {self.restored['episodes']} episodes")
 
     def _log_heads(self) -> None:
-        readout = self.learner.ppo.readout
+        readout = self.learner.readout
         critic = (f"; the value head reads critic {self.layout.critic_backbone} from column "
                   f"{self.layout.policy_dim}" if self.layout.critic_backbone else "")
         self.get_logger().info(f"heads built: {self.feature_dim} features ({self.layout.backbone}{critic}, readout "
@@ -665,11 +679,7 @@ class PolicyValueNode(ManagedNode):
 
 
 def main(args=None) -> int:
-    import torch
-
-    # As in `bitrl run`: the heads act on a batch of one, and torch's second OpenMP thread would spin-wait on the
-    # core the rest of the pipeline needs (measured: this process at 94% CPU and lockstep at 111 steps/s).
-    torch.set_num_threads(1)
+    torch_on_one_thread()
     return spin_node(PolicyValueNode, args)
 
 

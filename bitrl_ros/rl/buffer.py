@@ -7,11 +7,22 @@ and `gae_rewards(gamma)` returns rewards + gamma * bootstrap for truncated-not-t
 `dones = terminated | truncated` stops GAE from bootstrapping across any episode end.
 """
 
+from __future__ import annotations
+
+import gymnasium as gym
 import numpy as np
-import torch
 
 
 class RolloutBuffer:
+    @classmethod
+    def for_space(cls, config, feature_dim: int, action_space) -> RolloutBuffer:
+        """A buffer of config.num_steps x config.num_envs for the actions of action_space (Discrete or Box)."""
+        if isinstance(action_space, gym.spaces.Discrete):
+            shape, dtype = (), np.int64
+        else:
+            shape, dtype = tuple(action_space.shape), np.float32
+        return cls(config.num_steps, config.num_envs, feature_dim, shape, dtype)
+
     def __init__(self, num_steps: int, num_envs: int, feature_dim: int, action_shape=(), action_dtype=np.int64):
         self.num_steps, self.num_envs, self.feature_dim = num_steps, num_envs, feature_dim
         self.action_shape = tuple(action_shape)
@@ -62,8 +73,12 @@ class RolloutBuffer:
         """Rewards with gamma * V(final_obs) added at truncated (not terminated) steps."""
         return self.rewards + gamma * self.bootstrap_values
 
-    def minibatches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield LongTensor index batches into the flattened [T * N] rollout, in a shuffled order."""
+    def minibatches(self, batch_size: int, generator=None):
+        """Yield LongTensor index batches into the flattened [T * N] rollout, in a shuffled order (generator: a
+        torch.Generator; torch is imported here, so that the acting process can fill a buffer without it).
+        """
+        import torch
+
         total = self.num_steps * self.num_envs
         order = torch.randperm(total, generator=generator)
         for start in range(0, total, batch_size):

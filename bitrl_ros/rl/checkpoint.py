@@ -1,5 +1,8 @@
 """Atomic, pickle-free training checkpoints: heads.safetensors + optim.safetensors + state.json.
 
+The module imports torch only where it handles a PPO's tensors: reading state.json (read_checkpoint_state) and
+describing action spaces need no torch, so the torch-free acting process can use them.
+
 A checkpoint is a directory. It is written complete into a temp sibling, then renamed into place; the previous
 checkpoint is renamed aside first (a directory cannot be renamed over a non-empty one) and deleted last. If the
 process dies between those two renames, load_checkpoint falls back to the aside copy, which is complete.
@@ -15,8 +18,6 @@ import tempfile
 import gymnasium as gym
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-import torch
 
 from bitrl_ros.errors import CheckpointError
 
@@ -50,9 +51,25 @@ def action_space_from_description(desc: dict, where: str) -> gym.Space:
 
 
 def _heads_tensors(ppo) -> dict:
+    """The heads' weights as 'policy.<name>' / 'value.<name>' -> tensor (copied), heads.safetensors' names."""
     tensors = {f"policy.{k}": v for k, v in ppo.policy.state_dict().items()}
     tensors.update({f"value.{k}": v for k, v in ppo.value_head.state_dict().items()})
     return {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+
+
+def heads_arrays(ppo) -> dict[str, np.ndarray]:
+    """_heads_tensors as numpy arrays: what the torch-free actor (rl/numpy_heads.py) loads."""
+    return {k: v.numpy() for k, v in _heads_tensors(ppo).items()}
+
+
+def load_heads_arrays(ppo, heads: dict) -> None:
+    """Load heads named as heads_arrays() names them (arrays or tensors) into ppo's (or an actor copy's) heads."""
+    import torch
+
+    with torch.no_grad():
+        for prefix, module in (("policy.", ppo.policy), ("value.", ppo.value_head)):
+            module.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in heads.items()
+                                    if k.startswith(prefix)})
 
 
 def _optimizers(ppo) -> dict:
@@ -61,6 +78,8 @@ def _optimizers(ppo) -> dict:
 
 def _optim_tensors(ppo) -> dict:
     """Adam state as '<optimizer>.<param index>.<exp_avg|exp_avg_sq|step>' -> tensor."""
+    import torch
+
     tensors = {}
     for name, opt in _optimizers(ppo).items():
         for index, slots in opt.state_dict()["state"].items():
@@ -70,6 +89,8 @@ def _optim_tensors(ppo) -> dict:
 
 
 def _rng_state(ppo) -> dict:
+    import torch
+
     np_state = np.random.get_state()
     py_state = random.getstate()
     return {
@@ -79,6 +100,20 @@ def _rng_state(ppo) -> dict:
         "numpy_global": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "python_random": [py_state[0], list(py_state[1]), py_state[2]],
     }
+
+
+def save_file(tensors: dict, filename: str) -> None:
+    """safetensors.torch.save_file, imported when first used (it imports torch)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, filename)
+
+
+def load_file(filename: str) -> dict:
+    """safetensors.torch.load_file, imported when first used (it imports torch)."""
+    from safetensors.torch import load_file as read
+
+    return read(filename)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -144,11 +179,16 @@ def save_checkpoint(path_dir, ppo, extra: dict | None = None) -> Path:
     return path
 
 
-def _read_safetensors(path: Path) -> dict:
+def _read_safetensors(path: Path, as_numpy: bool = False) -> dict:
+    """The tensors of a safetensors file (torch tensors, or numpy arrays without importing torch)."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing")
+    if as_numpy:
+        from safetensors.numpy import load_file as read
+    else:
+        read = load_file
     try:
-        return load_file(str(path))
+        return read(str(path))
     except Exception as e:  # safetensors raises several types for truncated / garbled files
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
 
@@ -204,6 +244,36 @@ def _optimizer_states(path: Path, tensors: dict, optimizers: dict) -> dict:
     return states
 
 
+def _checked_state(path_dir, feature_dim: int, action_space) -> tuple[Path, dict]:
+    """(the checkpoint's directory, its state.json), checked against the agent's feature width and action space."""
+    path = Path(path_dir)
+    if not path.exists() and _aside_path(path).is_dir():
+        path = _aside_path(path)  # a save died between its two renames; this copy is complete
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory is missing")
+    state_path = path / STATE_FILE
+    state = _read_state(state_path)
+    if state["feature_dim"] != feature_dim:
+        raise CheckpointError(f"{state_path}: feature_dim {state['feature_dim']} does not match this agent's "
+                              f"{feature_dim}")
+    want_space = describe_action_space(action_space)
+    if state["action_space"] != want_space:
+        raise CheckpointError(f"{state_path}: action space {state['action_space']} does not match this agent's "
+                              f"{want_space}")
+    return path, state
+
+
+def read_acting_heads(path_dir, feature_dim: int, action_space, expected: dict) -> tuple[dict, dict]:
+    """(heads as numpy arrays, state.json) of a checkpoint, for an actor that only acts: torch is not imported,
+    the optimizer states are not read. expected: the actor's own heads (names and shapes to match).
+    """
+    path, state = _checked_state(path_dir, feature_dim, action_space)
+    heads_path = path / HEADS_FILE
+    heads = _read_safetensors(heads_path, as_numpy=True)
+    _check_shapes(heads_path, heads, expected)
+    return heads, state
+
+
 def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
     """Restore ppo (weights, Adam state, update counter, its own generators) from path_dir and return the
     saved `extra`. restore_global_rngs: also set the process-wide torch / NumPy / `random` generators to the
@@ -212,22 +282,10 @@ def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
 
     Everything is read and checked before ppo is touched, so a failed load leaves it as it was.
     """
-    path = Path(path_dir)
-    if not path.exists() and _aside_path(path).is_dir():
-        path = _aside_path(path)  # a save died between its two renames; this copy is complete
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: checkpoint directory is missing")
+    import torch
 
+    path, state = _checked_state(path_dir, ppo.feature_dim, ppo.action_space)
     state_path = path / STATE_FILE
-    state = _read_state(state_path)
-    if state["feature_dim"] != ppo.feature_dim:
-        raise CheckpointError(f"{state_path}: feature_dim {state['feature_dim']} does not match this agent's "
-                              f"{ppo.feature_dim}")
-    want_space = describe_action_space(ppo.action_space)
-    if state["action_space"] != want_space:
-        raise CheckpointError(f"{state_path}: action space {state['action_space']} does not match this agent's "
-                              f"{want_space}")
-
     heads_path, optim_path = path / HEADS_FILE, path / OPTIM_FILE
     heads = _read_safetensors(heads_path)
     _check_shapes(heads_path, heads, _heads_tensors(ppo))
@@ -253,9 +311,7 @@ def load_checkpoint(path_dir, ppo, restore_global_rngs: bool = False) -> dict:
         raise CheckpointError(f"{state_path}: malformed RNG / optimizer fields ({type(e).__name__}: {e})") from None
 
     # All checks passed: apply.
-    with torch.no_grad():
-        ppo.policy.load_state_dict({k[len("policy."):]: v for k, v in heads.items() if k.startswith("policy.")})
-        ppo.value_head.load_state_dict({k[len("value."):]: v for k, v in heads.items() if k.startswith("value.")})
+    load_heads_arrays(ppo, heads)
     for name, opt in _optimizers(ppo).items():
         sd = opt.state_dict()
         sd["state"] = optim_states[name]

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from bitrl_ros.rl.numpy_heads import COMMAND_EMBED, COMMAND_HIDDEN
+
 
 def layer_init(layer: nn.Linear, gain: float = math.sqrt(2)) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, gain)
@@ -101,7 +103,8 @@ class CommandScorer(nn.Module):
     stands, and a command never seen in training still gets a score from its words.
     """
 
-    def __init__(self, in_dim: int, start: int, width: int, count: int, embed: int = 64, hidden: int = 64):
+    def __init__(self, in_dim: int, start: int, width: int, count: int, embed: int = COMMAND_EMBED,
+                 hidden: int = COMMAND_HIDDEN):
         super().__init__()
         if not (0 <= start and start + count * width <= in_dim and width > 0 and count > 0):
             raise ValueError(f"{count} command slots of {width} columns from {start} do not fit {in_dim} features")

@@ -10,13 +10,15 @@ Protocol, per stream and step (all arrays are [num_envs, ...]):
 
 `updates` says where an update runs: "inline" (in update_if_ready, `bitrl train`), "thread" (a worker thread
 of this process) or "process" (a child process, rl/update_worker.py: the acting interpreter never runs an update,
-so its lock never delays an action; the policy_value node's default). In the last two the actor keeps acting with
-its own copy of the heads while the learner's PPO (heads + optimizers) is updated; when the update finishes the
-new weights are published as one reference and the actor loads them at its next act(): an update never delays an
-action. The full rollout is handed over by swapping buffers, not copied. A rollout that fills up while the
-previous update is still running is dropped by update_if_ready() and counted (rollouts_dropped), never waited
-for; record() refuses to add to a full rollout instead of dropping it. After every update the checkpoint is
-replaced atomically.
+so its lock never delays an action, and never imports torch: the child owns the PPO, the actor here evaluates the
+heads in numpy, rl/numpy_heads.py; the policy_value node's default); or "none": acting only (a node with learn:
+false), the numpy heads read from a checkpoint without torch, a full rollout dropped. With a thread or a process
+the actor keeps acting with its own copy of the heads while the learner's PPO (heads + optimizers) is updated;
+when the update finishes the new weights are published as one reference and the actor loads them at its next
+act(): an update never delays an action. The full rollout is handed over by swapping buffers, not copied. A
+rollout that fills up while the previous update is still running is dropped by update_if_ready() and counted
+(rollouts_dropped), never waited for; record() refuses to add to a full rollout instead of dropping it. After
+every update the checkpoint is replaced atomically.
 
 An update that produces a non-finite statistic or weight, or an exploding one (update_problem), is undone: the
 weights and optimizer states of before it are put back, no checkpoint is written and on_failure is told; after
@@ -31,13 +33,14 @@ import time
 from typing import Callable
 
 import numpy as np
-import torch
 
 from bitrl_ros.errors import CheckpointError
 from bitrl_ros.features import FeatureLayout
-from bitrl_ros.rl.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from bitrl_ros.rl.buffer import RolloutBuffer
+from bitrl_ros.rl.checkpoint import (heads_arrays, load_checkpoint, load_heads_arrays, read_acting_heads,
+                                     read_checkpoint_state, save_checkpoint)
+from bitrl_ros.rl.config import PPOConfig
 from bitrl_ros.rl.normalize import ObservationNormalizer, RewardNormalizer
-from bitrl_ros.rl.ppo import PPO, PPOConfig
 
 
 # An update is undone when a statistic or a weight is not finite, or when it moved the policy further than PPO's
@@ -45,10 +48,11 @@ from bitrl_ros.rl.ppo import PPO, PPOConfig
 MAX_APPROX_KL = 1.0
 MAX_CONSECUTIVE_FAILURES = 3  # then learning stops; acting goes on with the last good weights
 CHECKED_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm")
-UPDATE_MODES = ("inline", "thread", "process")
+UPDATE_MODES = ("inline", "thread", "process", "none")
+LOAD_TIMEOUT_S = 120.0  # the update process's answer to a load (it may still be importing torch, on a loaded board)
 
 
-def update_problem(stats: dict, ppo: PPO) -> str | None:
+def update_problem(stats: dict, ppo) -> str | None:
     """Why an update must be undone, or None when it is healthy."""
     for key in CHECKED_STATS:
         if not np.isfinite(stats.get(key, 0.0)):
@@ -60,7 +64,7 @@ def update_problem(stats: dict, ppo: PPO) -> str | None:
     return None
 
 
-def run_update(ppo: PPO, rollout, last_values, last_dones, checkpoint_dir, extra: dict):
+def run_update(ppo, rollout, last_values, last_dones, checkpoint_dir, extra: dict):
     """One update of ppo, undone when unhealthy, then its checkpoint: the step every update mode runs (in this
     process or in rl/update_worker's child). Returns an UpdateResult (stats None: undone, problem says why).
     """
@@ -90,13 +94,15 @@ class OnlineLearner:
                  extra_state: Callable[[], dict] | None = None,
                  on_update: Callable[[dict], None] | None = None, layout=None,
                  on_failure: Callable[[str, bool], None] | None = None,
-                 on_checkpoint: Callable[[str | None], None] | None = None):
+                 on_checkpoint: Callable[[str | None], None] | None = None, update_process=None):
         """layout: the FeatureLayout of the features (recorded in checkpoints, checked on load; it also says
         which trainable readout the heads carry). None: plain heads, nothing recorded (unit tests).
         on_failure(problem, stopped): called (in the updating thread) when an update was undone; stopped says
         that learning has stopped after MAX_CONSECUTIVE_FAILURES in a row.
         on_checkpoint(error): called when writing checkpoints starts failing (error: why, once per outage) and
         when it works again (None); learning goes on in memory meanwhile.
+        update_process: an UpdateProcess made earlier (its child has imported torch meanwhile), for "process" mode;
+        None: one is made now. In that mode the heads start from NumpyActor.initial_heads(seed), handed to it.
         """
         if updates not in UPDATE_MODES:
             raise ValueError(f"updates={updates!r} (allowed: {' | '.join(UPDATE_MODES)})")
@@ -104,18 +110,36 @@ class OnlineLearner:
             raise ValueError(f"feature_dim {feature_dim} differs from the layout's {layout.feature_dim}")
         self.config = config
         self.layout = layout
-        self.ppo = PPO(feature_dim, action_space, config, seed=seed,
-                       readout=None if layout is None else layout.head_readout(),
-                       critic=None if layout is None else layout.critic_head(),
-                       commands=None if layout is None else layout.command_scorer())
+        self.feature_dim, self.action_space = int(feature_dim), action_space
+        structure = {"readout": None if layout is None else layout.head_readout(),
+                     "critic": None if layout is None else layout.critic_head(),
+                     "commands": None if layout is None else layout.command_scorer()}
+        self.readout = structure["readout"]
         self.input_scale = None if layout is None else layout.input_scale()
         self.updates = updates
-        self.background = updates != "inline"
+        self.background = updates in ("thread", "process")
         self.nvfp4_acting = config.acting_precision == "nvfp4"
-        # In the background modes the actor owns separate heads; inline it is the learner's PPO itself (unless it
-        # acts in NVFP4: then always a copy, its policy head quantized from the masters). In "process" mode
-        # self.ppo mirrors the child's (loaded from each update's result).
-        self.actor = self._new_actor()
+        # "process": the PPO lives in the child only (self.ppo is None) and the actor is a NumpyActor; its last
+        # training state (self._state) starts a new child if this one dies. "none": the NumpyActor alone.
+        # "thread": the actor owns separate torch heads; "inline": it is the learner's PPO itself (unless it acts
+        # in NVFP4: then always a copy, its policy head quantized from the masters).
+        self._process = None  # "process" mode: the UpdateProcess
+        self._state = None
+        self._num_updates = 0
+        if updates in ("process", "none"):
+            from bitrl_ros.rl.numpy_heads import NumpyActor
+            from bitrl_ros.rl.update_worker import ppo_spec
+
+            self.ppo = None
+            self._spec = ppo_spec(feature_dim, action_space, config, seed, **structure)
+            self.actor = NumpyActor(feature_dim, action_space, seed, hidden=config.hidden_sizes, **structure)
+            self._initial_heads = self.actor.initial_heads(seed)  # acting starts now, not when the child is up
+            self.actor.load(self._acting_heads(self._initial_heads))
+        else:
+            from bitrl_ros.rl.ppo import PPO
+
+            self.ppo = PPO(feature_dim, action_space, config, seed=seed, **structure)
+            self.actor = self._new_actor()
         self.feature_norm = ObservationNormalizer((feature_dim,)) if normalize_features else None
         self.reward_norm = RewardNormalizer(config.num_envs, config.gamma) if normalize_reward else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -129,7 +153,7 @@ class OnlineLearner:
         self.consecutive_failures = 0
         self.learning_stopped = False    # after MAX_CONSECUTIVE_FAILURES: act on the last good weights only
         self.last_problem: str | None = None
-        self.buffer = self.ppo.make_buffer()
+        self.buffer = RolloutBuffer.for_space(config, feature_dim, action_space)
         self._spare_buffer = None  # the background modes: the other rollout buffer, once its update is done
         self.policy_version = 0
         self.rollouts_dropped = 0
@@ -139,11 +163,11 @@ class OnlineLearner:
         self._new_weights = None
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._process = None               # "process" mode: the UpdateProcess
         self._in_flight = threading.Event()  # "process" mode: an update was submitted and has not come back
         self._flight_lock = threading.Lock()  # a dead child's lost update is reported once, by whoever sees it
         if updates == "process":
-            self._update_process()  # started now: its interpreter and torch take seconds to come up
+            self._process = update_process
+            self._update_process()
 
     # -- acting ------------------------------------------------------------------------------------------------
     def normalize(self, features: np.ndarray, update: bool = True) -> np.ndarray:
@@ -202,13 +226,13 @@ class OnlineLearner:
 
     @property
     def num_updates(self) -> int:
-        return self.ppo.num_updates
+        return self._num_updates if self.ppo is None else self.ppo.num_updates
 
     def update_if_ready(self, next_features: np.ndarray) -> bool:
         """Start an update when the rollout is full. next_features: normalized features after the last step."""
         if not self.buffer.full:
             return False
-        if self.learning_stopped:
+        if self.learning_stopped or self.updates == "none":
             self.buffer.reset()
             return False
         if self.updating:
@@ -223,7 +247,7 @@ class OnlineLearner:
             self.buffer.reset()
             return True
         rollout = self.buffer
-        self.buffer = self._spare_buffer or self.ppo.make_buffer()
+        self.buffer = self._spare_buffer or RolloutBuffer.for_space(self.config, self.feature_dim, self.action_space)
         self._spare_buffer = None
         self.buffer.reset()
         if self.updates == "process":
@@ -238,14 +262,20 @@ class OnlineLearner:
         self._spare_buffer = rollout
 
     def _update_process(self):
-        """The update process; a new one (from this process's mirror of the training state) if it died."""
-        if self._process is None or self._process.dead or not self._process.alive():
-            import torch
-
+        """The update process, started from the last training state; a new one if it died."""
+        process = self._process
+        if process is None or process.dead or not process.alive():
             from bitrl_ros.rl.update_worker import UpdateProcess
 
-            self._process = UpdateProcess(self.ppo, self._on_process_result, torch_threads=torch.get_num_threads())
-        return self._process
+            process = self._process = UpdateProcess()
+        if not process.started:
+            process.start(self._spec, self._state, self._initial_heads, self._on_process_result)
+        return process
+
+    def _take_state(self, reply: dict) -> None:
+        """The child's training state and heads (its answer to init or load, or an update's result)."""
+        self._state, self._num_updates = reply["state"], int(reply["num_updates"])
+        self.actor.load(self._acting_heads(reply["heads"]))
 
     def _submit(self, rollout, last_values, last_dones, extra) -> None:
         """Hand the rollout to the update process."""
@@ -267,8 +297,8 @@ class OnlineLearner:
             self._lost_update(result.problem)
             return
         try:
-            if result.snapshot is not None:
-                self.ppo.restore(result.snapshot)
+            if result.stats is not None:
+                self._state, self._num_updates = result.state, result.num_updates
             self._finish(result)
         finally:
             self._in_flight.clear()
@@ -307,15 +337,14 @@ class OnlineLearner:
             self._failed(result.problem)
             return
         self.consecutive_failures = 0
-        version = self.ppo.num_updates
+        version = self.num_updates
         if self.background:
-            weights = (self._acting_policy_weights(), copy.deepcopy(self.ppo.value_head.state_dict()), version)
+            heads = self._acting_heads(result.heads if self.ppo is None else heads_arrays(self.ppo))
             with self._lock:
-                self._new_weights = weights
+                self._new_weights = (heads, version)
         else:
             if self.nvfp4_acting:
-                self.actor.policy.load_state_dict(self._acting_policy_weights())
-                self.actor.value_head.load_state_dict(self.ppo.value_head.state_dict())
+                load_heads_arrays(self.actor, self._acting_heads(heads_arrays(self.ppo)))
             self.policy_version = version
         if self.checkpoint_dir is not None:
             self._checkpoint_outcome(result.checkpoint_error)
@@ -352,35 +381,36 @@ class OnlineLearner:
             self.on_failure(problem, self.learning_stopped)
 
     def _new_actor(self):
+        """The torch actor of the inline and thread modes (a NumpyActor in process mode is made once)."""
         if not (self.background or self.nvfp4_acting):
             return self.ppo
         actor = copy.deepcopy(self.ppo)
         if self.nvfp4_acting:
-            actor.policy.load_state_dict(self._acting_policy_weights())
+            load_heads_arrays(actor, self._acting_heads(heads_arrays(self.ppo)))
         return actor
 
-    def _acting_policy_weights(self) -> dict:
-        """The policy head's weights the actor takes: a copy of the masters', every linear weight matrix as its
-        NVFP4 round trip when acting in NVFP4 (biases and log_std stay fp32, as in weight-only NVFP4).
+    def _acting_heads(self, heads: dict) -> dict:
+        """The heads' weights the actor takes (heads_arrays' names): the masters', with every linear weight matrix
+        of the policy as its NVFP4 round trip when acting in NVFP4 (biases and log_std stay fp32, as in
+        weight-only NVFP4; the heads' only 2-D '.weight' parameters are their Linear layers').
         """
-        state = copy.deepcopy(self.ppo.policy.state_dict())
-        if self.nvfp4_acting:
-            from bitrl_ros.backbone.precision import round_trip
+        if not self.nvfp4_acting:
+            return heads
+        from bitrl_ros.backbone.precision import round_trip
 
-            for name, module in self.ppo.policy.named_modules():
-                if isinstance(module, torch.nn.Linear):
-                    key = f"{name}.weight"
-                    state[key] = torch.from_numpy(round_trip(state[key].float().numpy(), "nvfp4"))
-        return state
+        return {k: round_trip(v.astype(np.float32), "nvfp4").astype(np.float32)
+                if k.startswith("policy.") and k.endswith(".weight") and v.ndim == 2 else v for k, v in heads.items()}
 
     def _swap_in_new_weights(self) -> None:
         if self._new_weights is None:
             return
         with self._lock:
-            policy_sd, value_sd, version = self._new_weights
+            heads, version = self._new_weights
             self._new_weights = None
-        self.actor.policy.load_state_dict(policy_sd)
-        self.actor.value_head.load_state_dict(value_sd)
+        if self.ppo is None:
+            self.actor.load(heads)
+        else:
+            load_heads_arrays(self.actor, heads)
         self.policy_version = version
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -402,8 +432,18 @@ class OnlineLearner:
         if self.updating:
             raise TimeoutError("a PPO update is still running")
         extra = self._extra()
-        extra["policy_version"] = self.ppo.num_updates
-        return save_checkpoint(path, self.ppo, extra)
+        extra["policy_version"] = self.num_updates
+        if self.ppo is not None:
+            return save_checkpoint(path, self.ppo, extra)
+        if self.updates == "none":
+            raise ValueError("this learner only acts (updates: none): it has no training state to save")
+        try:
+            reply = self._update_process().save(path, extra, timeout)  # the child owns the training state
+        except RuntimeError as exc:  # it died during the save
+            raise OSError(f"cannot write the checkpoint {path}: {exc}") from None
+        if reply["error"] is not None:
+            raise OSError(f"cannot write the checkpoint {path}: {reply['error']}")
+        return Path(reply["path"])
 
     def load(self, checkpoint_dir: str | Path, restore_global_rngs: bool = False) -> dict:
         """Restore heads, optimizers, the heads' generators and normalizers; returns the caller's extra state.
@@ -417,13 +457,25 @@ class OnlineLearner:
                                       "were recorded); it cannot be matched to these features: start fresh")
             self.layout.check_same(FeatureLayout.from_dict(saved, where), where)
         self.wait()
-        extra = load_checkpoint(checkpoint_dir, self.ppo, restore_global_rngs)
+        if self.updates == "none":
+            heads, state = read_acting_heads(checkpoint_dir, self.feature_dim, self.action_space, self._initial_heads)
+            self.actor.load(self._acting_heads(heads))
+            self._num_updates, extra = int(state["num_updates"]), state["extra"]
+        elif self.ppo is None:  # the child loads it; its action generator is not restored here (NumpyActor's own)
+            try:
+                reply = self._update_process().load(checkpoint_dir, LOAD_TIMEOUT_S)
+            except (RuntimeError, TimeoutError) as exc:
+                raise CheckpointError(f"{checkpoint_dir}: not loaded: {exc}") from None
+            if reply["error"] is not None:
+                raise CheckpointError(reply["error"])
+            self._take_state(reply)
+            extra = reply["extra"]
+        else:
+            extra = load_checkpoint(checkpoint_dir, self.ppo, restore_global_rngs)
+            self.actor = self._new_actor()
         if self.feature_norm is not None and extra.get("feature_norm"):
             self.feature_norm.load_state_dict(extra["feature_norm"])
         if self.reward_norm is not None and extra.get("reward_norm"):
             self.reward_norm.load_state_dict(extra["reward_norm"])
-        self.policy_version = int(extra.get("policy_version", self.ppo.num_updates))
-        self.actor = self._new_actor()
-        if self._process is not None:
-            self._process.restore(self.ppo.snapshot())
+        self.policy_version = int(extra.get("policy_version", self.num_updates))
         return extra

@@ -85,11 +85,7 @@ class PPO:
         self.policy_lr_scale = 1.0  # what adapt_kl has made of policy_lr so far (1 without it)
 
     def make_buffer(self) -> RolloutBuffer:
-        if isinstance(self.action_space, gym.spaces.Discrete):
-            shape, dtype = (), np.int64
-        else:
-            shape, dtype = self.action_space.shape, np.float32
-        return RolloutBuffer(self.config.num_steps, self.config.num_envs, self.feature_dim, shape, dtype)
+        return RolloutBuffer.for_space(self.config, self.feature_dim, self.action_space)
 
     @torch.no_grad()
     def act(self, features: np.ndarray, deterministic: bool = False):
