@@ -121,7 +121,7 @@ Pooling parse_pooling(const std::string& name) {
 // ---------------------------------------------------------------------------------------------------------------
 // ModelBase
 
-ModelBase::ModelBase(int hidden) : hidden_(hidden), isa_(best_isa()) {}
+ModelBase::ModelBase(int hidden, int head_dim) : hidden_(hidden), head_dim_attn_(head_dim), isa_(best_isa()) {}
 
 void ModelBase::set_spin_us(int us) {
   if (us < 0) throw std::invalid_argument("spin_us must be >= 0");
@@ -184,7 +184,8 @@ void ModelBase::ensure_scratch(int n_tokens, int max_seq) {
     capacity_tokens_ = n_tokens;
   }
   if (max_seq > max_seq_) {
-    for (int t = 0; t < nt; ++t) reserve_vec(attn_[t], static_cast<size_t>(max_seq));
+    const size_t attn_floats = static_cast<size_t>(attend_head_padded(max_seq)) * (head_dim_attn_ + 1);
+    for (int t = 0; t < nt; ++t) reserve_vec(attn_[t], attn_floats);
     max_seq_ = max_seq;
   }
 }

@@ -96,7 +96,7 @@ class ModelBase {
   virtual int vocab_size() const = 0;
 
  protected:
-  ModelBase(int hidden);
+  ModelBase(int hidden, int head_dim);
   // Runs the stack on the packed tokens: x [n_tokens, hidden] must be written with the final hidden states.
   virtual void run_stack(int n_tokens) = 0;
   virtual void ensure_model_scratch(int n_tokens) = 0;
@@ -130,6 +130,7 @@ class ModelBase {
   }
 
   int hidden_;
+  int head_dim_attn_;  // per-thread attention scratch: a head's keys transposed plus one row of scores
   int max_in_padded_ = 0;  // widest padded input of any linear
   int max_out_ = 0;        // widest output of any linear
   int capacity_tokens_ = 0;

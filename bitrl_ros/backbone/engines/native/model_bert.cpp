@@ -9,7 +9,8 @@
 
 namespace bitrl {
 
-BertModel::BertModel(const BertConfig& cfg, int threads) : ModelBase(cfg.hidden_size), cfg_(cfg) {
+BertModel::BertModel(const BertConfig& cfg, int threads)
+    : ModelBase(cfg.hidden_size, cfg.num_heads > 0 ? cfg.hidden_size / cfg.num_heads : 0), cfg_(cfg) {
   if (cfg.hidden_size <= 0 || cfg.num_heads <= 0 || cfg.hidden_size % cfg.num_heads)
     throw std::invalid_argument("hidden_size must be a positive multiple of num_heads");
   if (cfg.num_layers < 1 || cfg.intermediate_size < 1 || cfg.vocab_size < 1 || cfg.max_position < 1 ||
@@ -139,17 +140,10 @@ void BertModel::run_stack(int n) {
       linears(x, n, lins, ys, 3);
     }
     parallel(attn_work, batch * nh, [&](int task, int t) {
-      float* scores = attn_[t].data();
-      {
-        int b = task / nh, h = task % nh;
-        int s0 = seq_start_[b], len = seq_len_[b];
-        const float* kb = k_.data() + static_cast<size_t>(s0) * H + h * hd;
-        const float* vb = v_.data() + static_cast<size_t>(s0) * H + h * hd;
-        for (int i = 0; i < len; ++i) {
-          size_t row = static_cast<size_t>(s0 + i) * H + h * hd;
-          attend_row(q_.data() + row, kb, vb, H, len, hd, scale, scores, ctx_.data() + row);
-        }
-      }
+      int b = task / nh, h = task % nh;
+      size_t first = static_cast<size_t>(seq_start_[b]) * H + h * hd;
+      attend_head(q_.data() + first, k_.data() + first, v_.data() + first, H, H, seq_len_[b], hd, scale, false,
+                  attn_[t].data(), ctx_.data() + first);
     });
     linear(ctx_.data(), n, L.o, tmp_.data());
     add_layer_norm(x, tmp_.data(), n, H, L.attn_norm_w.data(), L.attn_norm_b.data(), eps);

@@ -10,7 +10,8 @@
 
 namespace bitrl {
 
-BitNetModel::BitNetModel(const BitNetConfig& cfg, int threads) : ModelBase(cfg.hidden_size), cfg_(cfg) {
+BitNetModel::BitNetModel(const BitNetConfig& cfg, int threads)
+    : ModelBase(cfg.hidden_size, cfg.num_heads > 0 ? cfg.hidden_size / cfg.num_heads : 0), cfg_(cfg) {
   if (cfg.hidden_size <= 0 || cfg.num_heads <= 0 || cfg.hidden_size % cfg.num_heads)
     throw std::invalid_argument("hidden_size must be a positive multiple of num_heads");
   if (cfg.num_kv_heads <= 0 || cfg.num_heads % cfg.num_kv_heads)
@@ -141,17 +142,11 @@ void BitNetModel::run_stack(int n) {
     rope_inplace(q_.data(), n, nh, H, hd, rope_cos_.data(), rope_sin_.data(), tok_pos_.data());
     rope_inplace(k_.data(), n, nkv, KV, hd, rope_cos_.data(), rope_sin_.data(), tok_pos_.data());
     parallel(attn_work, batch * nh, [&](int task, int t) {
-      float* scores = attn_[t].data();
-      {
-        int b = task / nh, h = task % nh, kvh = h / rep;
-        int s0 = seq_start_[b], len = seq_len_[b];
-        const float* kb = k_.data() + static_cast<size_t>(s0) * KV + kvh * hd;
-        const float* vb = v_.data() + static_cast<size_t>(s0) * KV + kvh * hd;
-        for (int i = 0; i < len; ++i) {
-          size_t row = static_cast<size_t>(s0 + i) * H + h * hd;
-          attend_row(q_.data() + row, kb, vb, KV, i + 1, hd, scale, scores, ctx_.data() + row);
-        }
-      }
+      int b = task / nh, h = task % nh, kvh = h / rep;
+      int s0 = seq_start_[b];
+      size_t q_first = static_cast<size_t>(s0) * H + h * hd, kv_first = static_cast<size_t>(s0) * KV + kvh * hd;
+      attend_head(q_.data() + q_first, k_.data() + kv_first, v_.data() + kv_first, H, KV, seq_len_[b], hd, scale,
+                  true, attn_[t].data(), ctx_.data() + q_first);
     });
     rms_norm(ctx_.data(), ctx_.data(), n, H, L.attn_sub_norm.data(), eps);
     linear(ctx_.data(), n, L.o, h_.data());

@@ -153,27 +153,58 @@ void rope_inplace(float* base, int tokens, int heads, int stride, int head_dim, 
   }
 }
 
+// Attention works in blocks of 8 floats (a local array per block), which the compiler vectorizes as one vector.
+constexpr int kLanes = 8;
+
 BITRL_SIMD_CLONES
-void attend_row(const float* q, const float* k, const float* v, int kv_stride, int n_keys, int head_dim,
-                float scale, float* scores, float* ctx) {
-  float mx = -INFINITY;
-  for (int j = 0; j < n_keys; ++j) {
-    float s = dot(q, k + static_cast<size_t>(j) * kv_stride, head_dim) * scale;
-    scores[j] = s;
-    mx = std::max(mx, s);
+void attend_head(const float* q, const float* k, const float* v, int q_stride, int kv_stride, int n, int head_dim,
+                 float scale, bool causal, float* scratch, float* ctx) {
+  const int n_pad = attend_head_padded(n);
+  float* kt = scratch;  // [head_dim][n_pad], zero past n
+  float* scores = scratch + static_cast<size_t>(head_dim) * n_pad;
+  for (int d = 0; d < head_dim; ++d)
+    for (int j = n; j < n_pad; ++j) kt[static_cast<size_t>(d) * n_pad + j] = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    const float* kr = k + static_cast<size_t>(j) * kv_stride;
+    for (int d = 0; d < head_dim; ++d) kt[static_cast<size_t>(d) * n_pad + j] = kr[d];
   }
-  float sum = 0.0f;
-  for (int j = 0; j < n_keys; ++j) {
-    float e = exp_nonpos(scores[j] - mx);
-    scores[j] = e;
-    sum += e;
-  }
-  float inv = 1.0f / sum;
-  for (int d = 0; d < head_dim; ++d) ctx[d] = 0.0f;
-  for (int j = 0; j < n_keys; ++j) {
-    float p = scores[j] * inv;
-    const float* vr = v + static_cast<size_t>(j) * kv_stride;
-    for (int d = 0; d < head_dim; ++d) ctx[d] += p * vr[d];
+  for (int i = 0; i < n; ++i) {
+    const float* qi = q + static_cast<size_t>(i) * q_stride;
+    const int n_keys = causal ? i + 1 : n;
+    for (int j0 = 0; j0 < n_keys; j0 += kLanes) {
+      float a[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int d = 0; d < head_dim; ++d) {
+        const float qd = qi[d];
+        const float* kd = kt + static_cast<size_t>(d) * n_pad + j0;
+        for (int l = 0; l < kLanes; ++l) a[l] += qd * kd[l];
+      }
+      for (int l = 0; l < kLanes; ++l) scores[j0 + l] = a[l] * scale;
+    }
+    float mx = -INFINITY;
+    for (int j = 0; j < n_keys; ++j) mx = std::max(mx, scores[j]);
+    float sum = 0.0f;
+    for (int j = 0; j < n_keys; ++j) {
+      float e = exp_nonpos(scores[j] - mx);
+      scores[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+    float* c = ctx + static_cast<size_t>(i) * q_stride;
+    int d0 = 0;
+    for (; d0 + kLanes <= head_dim; d0 += kLanes) {
+      float a[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int j = 0; j < n_keys; ++j) {
+        const float p = scores[j] * inv;
+        const float* vr = v + static_cast<size_t>(j) * kv_stride + d0;
+        for (int l = 0; l < kLanes; ++l) a[l] += p * vr[l];
+      }
+      for (int l = 0; l < kLanes; ++l) c[d0 + l] = a[l];
+    }
+    for (int d = d0; d < head_dim; ++d) {
+      float a = 0.0f;
+      for (int j = 0; j < n_keys; ++j) a += scores[j] * inv * v[static_cast<size_t>(j) * kv_stride + d];
+      c[d] = a;
+    }
   }
 }
 

@@ -24,9 +24,12 @@ void rms_norm(const float* x, float* out, int tokens, int dim, const float* w, f
 void rope_inplace(float* base, int tokens, int heads, int stride, int head_dim, const float* cos, const float* sin,
                   const int32_t* pos);
 
-// One query row against keys [0, n_keys) of one head: ctx = softmax(q.k * scale) @ v. Key and value rows are
-// kv_stride apart; scores is scratch for n_keys values.
-void attend_row(const float* q, const float* k, const float* v, int kv_stride, int n_keys, int head_dim,
-                float scale, float* scores, float* ctx);
+// One head over one sequence of n tokens: ctx_i = softmax(q_i.k * scale) @ v over keys [0, n), or [0, i] when
+// causal. Query and context rows are q_stride apart, key and value rows kv_stride apart. scratch holds
+// attend_head_padded(n) * (head_dim + 1) floats: the keys transposed, so that a query's scores come out of
+// vector sweeps over 8 keys at a time instead of a horizontal sum per key.
+inline int attend_head_padded(int n) { return (n + 7) / 8 * 8; }
+void attend_head(const float* q, const float* k, const float* v, int q_stride, int kv_stride, int n, int head_dim,
+                 float scale, bool causal, float* scratch, float* ctx);
 
 }  // namespace bitrl
