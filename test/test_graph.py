@@ -17,6 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from bitrl_ros.backbone.engines.native import native_available  # noqa: E402
 from bitrl_ros.errors import CheckpointError, ConfigError  # noqa: E402
 from bitrl_ros.nodes.base import InProcessGraph  # noqa: E402
 from bitrl_ros.runner import AGENT_NODES, build_nodes, resolve_params, run, RunOptions  # noqa: E402
@@ -57,6 +58,7 @@ def test_lockstep_graph_trains_and_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not native_available()[0], reason="only the native engine encodes without torch")
 def test_the_acting_process_never_imports_torch(tmp_path):
     """`bitrl run` with the default update_worker (process): learning, the update's checkpoint and the shutdown's
     flush (checkpoint, learning curve) happen without torch in the graph's process; only the update process has it.

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "model_internal.h"
+#include "ops.h"
 
 namespace bitrl {
 

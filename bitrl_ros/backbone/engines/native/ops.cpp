@@ -189,12 +189,13 @@ void attend_head(const float* q, const float* k, const float* v, int q_stride, i
       sum += e;
     }
     const float inv = 1.0f / sum;
+    for (int j = 0; j < n_keys; ++j) scores[j] *= inv;
     float* c = ctx + static_cast<size_t>(i) * q_stride;
     int d0 = 0;
     for (; d0 + kLanes <= head_dim; d0 += kLanes) {
       float a[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int j = 0; j < n_keys; ++j) {
-        const float p = scores[j] * inv;
+        const float p = scores[j];
         const float* vr = v + static_cast<size_t>(j) * kv_stride + d0;
         for (int l = 0; l < kLanes; ++l) a[l] += p * vr[l];
       }
@@ -202,7 +203,7 @@ void attend_head(const float* q, const float* k, const float* v, int q_stride, i
     }
     for (int d = d0; d < head_dim; ++d) {
       float a = 0.0f;
-      for (int j = 0; j < n_keys; ++j) a += scores[j] * inv * v[static_cast<size_t>(j) * kv_stride + d];
+      for (int j = 0; j < n_keys; ++j) a += scores[j] * v[static_cast<size_t>(j) * kv_stride + d];
       c[d] = a;
     }
   }
