@@ -90,19 +90,22 @@ class Sampler:
         self.sid, self.nodes = sid, nodes
         self.hwm_kb, self.sum_peak_kb, self.running_hwm_kb, self.running_sum_peak_kb = {}, 0, {}, 0
         self.pss_sum_peak_kb = 0  # proportional set size: pages shared between processes counted once in the sum
+        self.pss_kb: dict[str, int] = {}  # each process's PSS at the sample where the sum peaked
 
     def sample(self) -> None:
-        total, pss_total, seen = 0, 0, set()
+        total, seen, pss = 0, set(), {}
         for pid, name in _session_processes(self.sid).items():
             rss, hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
             if rss is None:
                 continue
             total += rss
-            pss_total += _pss_kb(pid)
+            pss[name] = pss.get(name, 0) + _pss_kb(pid)
             seen.add(name)
             self.hwm_kb[name] = max(self.hwm_kb.get(name, 0), hwm or 0)
         self.sum_peak_kb = max(self.sum_peak_kb, total)
-        self.pss_sum_peak_kb = max(self.pss_sum_peak_kb, pss_total)
+        pss_total = sum(pss.values())
+        if pss_total > self.pss_sum_peak_kb:
+            self.pss_sum_peak_kb, self.pss_kb = pss_total, pss
         if self.nodes and seen >= set(self.nodes):
             self.running_hwm_kb, self.running_sum_peak_kb = dict(self.hwm_kb), self.sum_peak_kb
 
@@ -158,6 +161,7 @@ def measure_launch(steps: int, backbone: str, encoder_engine: str, domain: int, 
             "other_processes_peak_mb": others, "graph_peak_mb": round(sampler.sum_peak_kb / 1024, 1),
             "graph_peak_running_mb": round(sampler.running_sum_peak_kb / 1024, 1),
             "graph_pss_peak_mb": round(sampler.pss_sum_peak_kb / 1024, 1),
+            "pss_at_peak_mb": {k or "?": round(v / 1024, 1) for k, v in sampler.pss_kb.items()},
             "nodes_running_sum_mb": round(sum(mb(sampler.running_hwm_kb).values()), 1)}
 
 

@@ -153,8 +153,50 @@ void rope_inplace(float* base, int tokens, int heads, int stride, int head_dim, 
   }
 }
 
-// Attention works in blocks of 8 floats (a local array per block), which the compiler vectorizes as one vector.
+// Attention works on 8 floats at a time in GCC/Clang vector types (one AVX register, two SSE or NEON ones), kChains
+// of them at once: independent accumulators, so the FMAs overlap instead of waiting on one another.
+namespace {
+
 constexpr int kLanes = 8;
+constexpr int kChains = 4;
+typedef float f32x8 __attribute__((vector_size(kLanes * sizeof(float))));
+// Only inlined helpers take or return f32x8, so the AVX-vs-SSE calling convention GCC warns about never applies.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+inline f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, const f32x8& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Blocks of keys [b0, b0 + B) of query qi: scores[j] = qi . k_j * scale, the keys read transposed from kt.
+template <int B>
+inline void score_blocks(const float* qi, const float* kt, int n_pad, int head_dim, float scale, int b0,
+                         float* scores) {
+  f32x8 a[B] = {};
+  const float* kd = kt + b0 * kLanes;
+  for (int d = 0; d < head_dim; ++d, kd += n_pad) {
+    const float qd = qi[d];
+    for (int b = 0; b < B; ++b) a[b] += qd * load8(kd + b * kLanes);
+  }
+  for (int b = 0; b < B; ++b) store8(scores + (b0 + b) * kLanes, a[b] * scale);
+}
+
+// Context dimensions [d0, d0 + 8 B) of one query: sum_j p_j v_j[d].
+template <int B>
+inline void context_blocks(const float* p, const float* v, int kv_stride, int n_keys, int d0, float* c) {
+  f32x8 a[B] = {};
+  const float* vr = v + d0;
+  for (int j = 0; j < n_keys; ++j, vr += kv_stride) {
+    const float pj = p[j];
+    for (int b = 0; b < B; ++b) a[b] += pj * load8(vr + b * kLanes);
+  }
+  for (int b = 0; b < B; ++b) store8(c + d0 + b * kLanes, a[b]);
+}
+
+}  // namespace
 
 BITRL_SIMD_CLONES
 void attend_head(const float* q, const float* k, const float* v, int q_stride, int kv_stride, int n, int head_dim,
@@ -171,15 +213,11 @@ void attend_head(const float* q, const float* k, const float* v, int q_stride, i
   for (int i = 0; i < n; ++i) {
     const float* qi = q + static_cast<size_t>(i) * q_stride;
     const int n_keys = causal ? i + 1 : n;
-    for (int j0 = 0; j0 < n_keys; j0 += kLanes) {
-      float a[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int d = 0; d < head_dim; ++d) {
-        const float qd = qi[d];
-        const float* kd = kt + static_cast<size_t>(d) * n_pad + j0;
-        for (int l = 0; l < kLanes; ++l) a[l] += qd * kd[l];
-      }
-      for (int l = 0; l < kLanes; ++l) scores[j0 + l] = a[l] * scale;
-    }
+    const int key_blocks = (n_keys + kLanes - 1) / kLanes;  // keys past n_keys score too, and are then ignored
+    int b0 = 0;
+    for (; b0 + kChains <= key_blocks; b0 += kChains)
+      score_blocks<kChains>(qi, kt, n_pad, head_dim, scale, b0, scores);
+    for (; b0 < key_blocks; ++b0) score_blocks<1>(qi, kt, n_pad, head_dim, scale, b0, scores);
     float mx = -INFINITY;
     for (int j = 0; j < n_keys; ++j) mx = std::max(mx, scores[j]);
     float sum = 0.0f;
@@ -192,15 +230,9 @@ void attend_head(const float* q, const float* k, const float* v, int q_stride, i
     for (int j = 0; j < n_keys; ++j) scores[j] *= inv;
     float* c = ctx + static_cast<size_t>(i) * q_stride;
     int d0 = 0;
-    for (; d0 + kLanes <= head_dim; d0 += kLanes) {
-      float a[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int j = 0; j < n_keys; ++j) {
-        const float p = scores[j];
-        const float* vr = v + static_cast<size_t>(j) * kv_stride + d0;
-        for (int l = 0; l < kLanes; ++l) a[l] += p * vr[l];
-      }
-      for (int l = 0; l < kLanes; ++l) c[d0 + l] = a[l];
-    }
+    for (; d0 + kChains * kLanes <= head_dim; d0 += kChains * kLanes)
+      context_blocks<kChains>(scores, v, kv_stride, n_keys, d0, c);
+    for (; d0 + kLanes <= head_dim; d0 += kLanes) context_blocks<1>(scores, v, kv_stride, n_keys, d0, c);
     for (int d = d0; d < head_dim; ++d) {
       float a = 0.0f;
       for (int j = 0; j < n_keys; ++j) a += scores[j] * v[static_cast<size_t>(j) * kv_stride + d];
