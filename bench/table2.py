@@ -20,6 +20,9 @@ Agents (features as config/train.yaml sets them unless named otherwise):
                    the default agent and mlp without the entropy bonus (ppo.ent_coef 0)
   distilled-alone-lr1e4 / mlp-lr1e4
                    the default agent and mlp with a third of the default policy learning rate (ppo.policy_lr 1e-4)
+  distilled-alone-std05 / -std10, fp32-alone-std05 / -std10, mlp-std05 / -std10
+                   Box actions starting with less action noise (ppo.init_log_std -0.5 / -1.0; -std10 is the
+                   default since; every other agent keeps the std of 1 it ran with, ppo.init_log_std 0)
 
 Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
 Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
@@ -82,8 +85,8 @@ BASE_AGENTS = {
 ENT05 = "-ent05"
 AGENTS = {**BASE_AGENTS, **{f"{name}{ENT05}": {**spec, **PAPER_ENT} for name, spec in BASE_AGENTS.items()
                             if name != "distilled-paper"}}
-# Probes of the default agent, one setting changed: the number schemes; no entropy bonus and a lower policy
-# learning rate (for mlp too).
+# Probes of the default agent, one setting changed: the number schemes; no entropy bonus, a lower policy
+# learning rate and less starting action noise (for mlp too).
 AGENTS.update({
     "distilled-alone-scaled": {**AGENTS["distilled-alone"], "serializer.numbers": "scaled"},
     "distilled-alone-digits": {**AGENTS["distilled-alone"], "serializer.numbers": "digits"},
@@ -91,7 +94,13 @@ AGENTS.update({
     "mlp-ent0": {**AGENTS["mlp"], "ppo.ent_coef": 0.0},
     "distilled-alone-lr1e4": {**AGENTS["distilled-alone"], "ppo.policy_lr": 1e-4},
     "mlp-lr1e4": {**AGENTS["mlp"], "ppo.policy_lr": 1e-4},
+    **{f"{name}-std{tag}": {**AGENTS[name], "ppo.init_log_std": log_std}
+       for name in ("distilled-alone", "fp32-alone", "mlp") for tag, log_std in (("05", -0.5), ("10", -1.0))},
 })
+# Every agent that does not name ppo.init_log_std ran before its default became -1.0 (bench/README.md, "Starting
+# action noise"), so it keeps the std of 1 it ran with and its cells reproduce; a no-op on discrete actions.
+EARLIER_NOISE = {"ppo.init_log_std": 0.0}
+AGENTS = {name: {**EARLIER_NOISE, **spec} for name, spec in AGENTS.items()}
 
 
 def _base(agent: str) -> tuple[str, str, str]:

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from table2 import (add_sweep_arguments, AGENTS as TABLE2_AGENTS, ALONE, BUDGETS, cell_id, cpus_of, load_results,
-                    parse_cells, run_sweep, update_results)
+from table2 import (add_sweep_arguments, AGENTS as TABLE2_AGENTS, ALONE, BUDGETS, cell_id, cpus_of, EARLIER_NOISE,
+                    load_results, parse_cells, run_sweep, update_results)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,6 +69,8 @@ AGENTS = {
 # Every agent again with each field encoded on its own (features.context=field, the default since Table II's
 # -alone rows): "<agent>-alone".
 AGENTS.update({f"{name}{ALONE}": {**spec, "features.context": "field"} for name, spec in list(AGENTS.items())})
+# Run before ppo.init_log_std's default became -1.0: the std of 1 they ran with (table2.EARLIER_NOISE).
+AGENTS = {name: {**EARLIER_NOISE, **spec} for name, spec in AGENTS.items()}
 PRECISION_AGENTS = ("ternary", "ptq", "fp32", "fp16", "int8", "int4-g32", "nvfp4")
 # Agents that are the same `bitrl train` command as a Table II agent: their cells are read from
 # bench/results/table2.json (bench/table2.py runs them) instead of running twice.

@@ -83,13 +83,16 @@ def test_seeded_sampling_repeats_and_non_finite_weights_show():
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_initial_heads_are_shaped_and_drawn_as_torch_initialises_them(kind):
     ppo = PPO(config=PPOConfig(hidden_sizes=(16, 8)), seed=0, **KINDS[kind])
-    actor = NumpyActor(seed=0, hidden=(16, 8), **KINDS[kind])
+    actor = NumpyActor(seed=0, hidden=(16, 8), init_log_std=ppo.config.init_log_std, **KINDS[kind])
     heads, torch_heads = actor.initial_heads(5), heads_arrays(ppo)
     assert {k: v.shape for k, v in heads.items()} == {k: v.shape for k, v in torch_heads.items()}
     assert all(v.dtype == np.float32 for v in heads.values())
     for name, w in heads.items():
-        if name.endswith(".bias") or name.endswith("log_std") or not np.any(torch_heads[name]):
-            assert not np.any(w), name  # zero where torch starts at zero (biases, log_std, a hybrid's readout)
+        if name.endswith("log_std"):
+            np.testing.assert_array_equal(w, torch_heads[name])  # the configured starting noise, not drawn
+            continue
+        if name.endswith(".bias") or not np.any(torch_heads[name]):
+            assert not np.any(w), name  # zero where torch starts at zero (biases, a hybrid's readout)
             continue
         # Orthogonal rows or columns with torch's gain: w w^T (or w^T w) is gain^2 times the identity.
         gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
@@ -99,3 +102,14 @@ def test_initial_heads_are_shaped_and_drawn_as_torch_initialises_them(kind):
     again = actor.initial_heads(5)
     assert all(np.array_equal(again[k], v) for k, v in heads.items())
     assert not np.array_equal(actor.initial_heads(6)["value.net.0.weight"], heads["value.net.0.weight"])
+
+
+def test_the_starting_action_noise_is_the_configured_one_in_both_heads():
+    space = KINDS["box"]
+    ppo = PPO(config=PPOConfig(hidden_sizes=(16, 8), init_log_std=-0.5), seed=0, **space)
+    actor = NumpyActor(seed=0, hidden=(16, 8), init_log_std=-0.5, **space)
+    np.testing.assert_array_equal(ppo.policy.log_std.detach().numpy(), [-0.5, -0.5])
+    np.testing.assert_array_equal(actor.initial_heads(0)["policy.log_std"], [-0.5, -0.5])
+    actor.load(actor.initial_heads(0))
+    actions, _, _ = actor.act(np.zeros((20000, 9), dtype=np.float32))
+    np.testing.assert_allclose(actions.std(axis=0), np.exp(-0.5), rtol=0.05)

@@ -129,7 +129,7 @@ class PolicyHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, action_space: gym.Space, hidden=(256, 128), readout: dict | None = None,
-                 columns: tuple[int, int] | None = None, commands: dict | None = None):
+                 columns: tuple[int, int] | None = None, commands: dict | None = None, init_log_std: float = 0.0):
         super().__init__()
         self.action_space = action_space
         self.readout, in_dim = readout_module(readout, in_dim, columns)
@@ -148,7 +148,7 @@ class PolicyHead(nn.Module):
             self.discrete = False
             self.action_shape = tuple(action_space.shape)
             self.net = mlp(in_dim, int(np.prod(self.action_shape)), hidden, out_gain=0.01)
-            self.log_std = nn.Parameter(torch.zeros(self.action_shape))
+            self.log_std = nn.Parameter(torch.full(self.action_shape, float(init_log_std)))
         else:
             raise TypeError(f"PolicyHead supports Discrete and Box action spaces, got {action_space}")
 

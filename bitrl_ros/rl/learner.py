@@ -132,7 +132,8 @@ class OnlineLearner:
 
             self.ppo = None
             self._spec = ppo_spec(feature_dim, action_space, config, seed, **structure)
-            self.actor = NumpyActor(feature_dim, action_space, seed, hidden=config.hidden_sizes, **structure)
+            self.actor = NumpyActor(feature_dim, action_space, seed, hidden=config.hidden_sizes,
+                                    init_log_std=config.init_log_std, **structure)
             self._initial_heads = self.actor.initial_heads(seed)  # acting starts now, not when the child is up
             self.actor.load(self._acting_heads(self._initial_heads))
         else:

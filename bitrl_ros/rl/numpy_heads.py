@@ -112,8 +112,10 @@ class NumpyActor:
     """Acts as PPO.act / PPO.value do, from the heads' weights (load()) and the same structure arguments as PPO."""
 
     def __init__(self, feature_dim: int, action_space: gym.Space, seed: int = 0, readout: dict | None = None,
-                 critic: dict | None = None, commands: dict | None = None, hidden=(256, 128)):
+                 critic: dict | None = None, commands: dict | None = None, hidden=(256, 128),
+                 init_log_std: float = 0.0):
         self.feature_dim = int(feature_dim)
+        self.init_log_std = float(init_log_std)
         self.hidden = tuple(hidden)
         self.num_actions = int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else None
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -146,7 +148,7 @@ class NumpyActor:
             out = self.num_actions if self.discrete else int(np.prod(self.action_shape))
             init.mlp("policy.net.", width, out, self.hidden, 0.01)
         if not self.discrete:
-            init.heads["policy.log_std"] = np.zeros(self.action_shape, np.float32)
+            init.heads["policy.log_std"] = np.full(self.action_shape, self.init_log_std, np.float32)
         width = init.readout("value.readout.", self.value_readout, self.value_columns, self.feature_dim)
         init.mlp("value.net.", width, 1, self.hidden, 1.0)
         return init.heads

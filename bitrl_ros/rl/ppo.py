@@ -74,7 +74,7 @@ class PPO:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.policy = PolicyHead(self.feature_dim, action_space, self.config.hidden_sizes, readout, policy_cols,
-                                     commands)
+                                     commands, self.config.init_log_std)
             self.value_head = ValueHead(self.feature_dim, self.config.hidden_sizes, value_readout, value_cols)
         # Our Adam (rl/adam.py): torch.optim's imports torch._dynamo on first use, +74 MB resident.
         self.policy_optimizer = Adam(self.policy.parameters(), lr=self.config.policy_lr, eps=self.config.adam_eps)
