@@ -23,6 +23,9 @@ Agents (features as config/train.yaml sets them unless named otherwise):
   distilled-alone-std05 / -std10, fp32-alone-std05 / -std10, mlp-std05 / -std10
                    Box actions starting with less action noise (ppo.init_log_std -0.5 / -1.0; -std10 is the
                    default since; every other agent keeps the std of 1 it ran with, ppo.init_log_std 0)
+  distilled-alone-lr1e3-ent0 / mlp-lr1e3-ent0
+                   the two CartPole settings that each sped the text agent up, together (policy_lr 1e-3, no
+                   entropy bonus)
 
 Budgets: CartPole-v1 150k (5 seeds), Acrobot-v1 and MountainCar-v0 300k, HalfCheetah-v4 300k (3 seeds).
 Every finished cell is merged into bench/results/table2.json at once (a killed run keeps what it finished;
@@ -96,6 +99,8 @@ AGENTS.update({
     "mlp-lr1e4": {**AGENTS["mlp"], "ppo.policy_lr": 1e-4},
     **{f"{name}-std{tag}": {**AGENTS[name], "ppo.init_log_std": log_std}
        for name in ("distilled-alone", "fp32-alone", "mlp") for tag, log_std in (("05", -0.5), ("10", -1.0))},
+    **{f"{name}-lr1e3-ent0": {**AGENTS[name], "ppo.policy_lr": 1e-3, "ppo.ent_coef": 0.0}
+       for name in ("distilled-alone", "mlp")},
 })
 # Every agent that does not name ppo.init_log_std ran before its default became -1.0 (bench/README.md, "Starting
 # action noise"), so it keeps the std of 1 it ran with and its cells reproduce; a no-op on discrete actions.

@@ -192,7 +192,7 @@ PPO = (
 )
 # The PPO settings a policy_value node exposes as `ppo.<name>` (it learns from one stream: num_envs = 1).
 NODE_PPO = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-            "policy_lr", "value_lr", "gamma", "gae_lambda", "acting_precision")
+            "policy_lr", "value_lr", "gamma", "gae_lambda", "init_log_std", "acting_precision")
 NODE_PPO_DEFAULTS = {"num_steps": 2048}  # one stream: the same 2048-step rollout as train's 8 x 256
 
 # -- train.serializer ---------------------------------------------------------------------------------------------

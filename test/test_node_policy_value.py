@@ -307,7 +307,8 @@ def test_lockstep_ignores_the_release_delay(harness, tmp_path):
 
 def test_continuous_actions_clipped_and_save_checkpoint(harness, tmp_path):
     # Backbone-free mode: empty embedding, the raw 11-dim Hopper observation is the feature vector.
-    h = harness("t_pv_hopper", env="Hopper-v4", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO)
+    h = harness("t_pv_hopper", env="Hopper-v4", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO,
+                **{"ppo.init_log_std": 0.0})
     rng = np.random.default_rng(0)
     for step in range(12):
         h.send(0, step, rng.standard_normal(11), reward=0.5, embedding=[])

@@ -56,7 +56,7 @@ HARDWARE_ID = "bitrl-agent"
 JOIN_CAPACITY = 64            # (episode, step) keys waiting for their other half
 RETURNS_KEPT = 10_000         # episode returns kept in checkpoints (the run summary needs no more)
 PPO_PARAMS = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-              "policy_lr", "value_lr", "gamma", "gae_lambda")
+              "policy_lr", "value_lr", "gamma", "gae_lambda", "init_log_std")
 
 
 def ppo_config_from_params(params: dict) -> PPOConfig:
