@@ -305,6 +305,15 @@ def test_lockstep_ignores_the_release_delay(harness, tmp_path):
     assert h.node._release is None
 
 
+def test_every_declared_ppo_parameter_reaches_the_learner(harness, tmp_path):
+    h = harness("t_pv_ppo_params", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO,
+                **{"ppo.acting_precision": "nvfp4", "ppo.gae_lambda": 0.9})
+    config = h.node.ppo_config
+    assert (config.acting_precision, config.gae_lambda, config.num_steps, config.num_envs) == ("nvfp4", 0.9, 64, 1)
+    h.send(0, 0, [0.0, 0.0, 0.01, 0.0])
+    assert h.action_for(0, 0).discrete in (0, 1)
+
+
 def test_continuous_actions_clipped_and_save_checkpoint(harness, tmp_path):
     # Backbone-free mode: empty embedding, the raw 11-dim Hopper observation is the feature vector.
     h = harness("t_pv_hopper", env="Hopper-v4", checkpoint_dir=str(tmp_path / "ckpt"), **SMALL_PPO,
@@ -316,6 +325,7 @@ def test_continuous_actions_clipped_and_save_checkpoint(harness, tmp_path):
         assert len(a.continuous) == 3 and not a.safe_action
         assert all(-1.0 <= v <= 1.0 for v in a.continuous)
     # Initial std 1 around a ~0 mean: 36 samples all inside [-1, 1] has probability ~1e-6.
+    assert h.node.ppo_config.init_log_std == 0.0
     assert h.node.clipped_count > 0
     assert h.node.feature_dim == 11
 

@@ -49,14 +49,12 @@ from bitrl_ros.rl.evaluation import RETURN_WINDOW
 from bitrl_ros.rl.guard import InputGuard
 from bitrl_ros.rl.learner import OnlineLearner
 from bitrl_ros.serialize import validate_observation
-from bitrl_ros.settings import FIELD_READOUTS
+from bitrl_ros.settings import FIELD_READOUTS, NODE_PPO
 
 NODE_NAME = "policy_value"
 HARDWARE_ID = "bitrl-agent"
 JOIN_CAPACITY = 64            # (episode, step) keys waiting for their other half
 RETURNS_KEPT = 10_000         # episode returns kept in checkpoints (the run summary needs no more)
-PPO_PARAMS = ("num_steps", "minibatch_size", "update_epochs", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-              "policy_lr", "value_lr", "gamma", "gae_lambda", "init_log_std")
 
 
 def ppo_config_from_params(params: dict) -> PPOConfig:
@@ -64,7 +62,7 @@ def ppo_config_from_params(params: dict) -> PPOConfig:
     parameter.
     """
     try:
-        return PPOConfig(num_envs=1, **{k: params[f"ppo.{k}"] for k in PPO_PARAMS})
+        return PPOConfig(num_envs=1, **{k: params[f"ppo.{k}"] for k in NODE_PPO})
     except ConfigError as exc:
         raise ConfigError(f"{NODE_NAME}: invalid ppo.* parameters: {exc}") from None
 
